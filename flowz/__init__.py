@@ -1,0 +1,99 @@
+"""flowz: durable workflows that feel like plain async Python.
+
+Example:
+    >>> import flowz
+    >>> from flowz import workflow, step, gather_durable
+    >>> @step
+    ... async def double(x: int) -> int:
+    ...     return 2 * x
+    >>> @workflow
+    ... async def fan(n: int) -> int:
+    ...     return sum(await gather_durable(*(double(i) for i in range(n))))
+    >>> flowz.run(fan, 1000)  # doctest: +SKIP
+    999000
+"""
+
+import contextlib
+
+from ._config import Settings as Settings
+from ._context import StepContext as StepContext
+from ._context import current_step as current_step
+from ._context import now as now
+from ._context import random as random
+from ._context import sleep as sleep
+from ._context import uuid4 as uuid4
+from ._decorators import DurableCall as DurableCall
+from ._decorators import StepFunction as StepFunction
+from ._decorators import WorkflowFunction as WorkflowFunction
+from ._decorators import step as step
+from ._decorators import workflow as workflow
+from ._gather import StepHandle as StepHandle
+from ._gather import gather_durable as gather_durable
+from ._gather import schedule as schedule
+from ._gather import wait_all as wait_all
+from ._runner import RunHandle as RunHandle
+from ._runner import run as run
+from ._types import Status as Status
+from .errors import ConfigError as ConfigError
+from .errors import FlowzError as FlowzError
+from .errors import NonDeterminismError as NonDeterminismError
+from .errors import NotAWorkflowError as NotAWorkflowError
+from .errors import RegistrationError as RegistrationError
+from .errors import RunCancelledError as RunCancelledError
+from .errors import RunNotFoundError as RunNotFoundError
+from .errors import SchemaVersionError as SchemaVersionError
+from .errors import SerializationError as SerializationError
+from .errors import StepFailed as StepFailed
+from .errors import StepTimeoutError as StepTimeoutError
+from .errors import StoreError as StoreError
+from .errors import StoreUnavailableError as StoreUnavailableError
+from .errors import UnknownWorkflowError as UnknownWorkflowError
+from .errors import UsageError as UsageError
+from .errors import WorkflowError as WorkflowError
+
+__all__ = [
+    "ConfigError",
+    "DurableCall",
+    "FlowzError",
+    "NonDeterminismError",
+    "NotAWorkflowError",
+    "RegistrationError",
+    "RunCancelledError",
+    "RunHandle",
+    "RunNotFoundError",
+    "SchemaVersionError",
+    "SerializationError",
+    "Settings",
+    "Status",
+    "StepContext",
+    "StepFailed",
+    "StepFunction",
+    "StepHandle",
+    "StepTimeoutError",
+    "StoreError",
+    "StoreUnavailableError",
+    "UnknownWorkflowError",
+    "UsageError",
+    "WorkflowError",
+    "WorkflowFunction",
+    "current_step",
+    "gather_durable",
+    "now",
+    "random",
+    "run",
+    "schedule",
+    "sleep",
+    "step",
+    "uuid4",
+    "wait_all",
+    "workflow",
+]
+
+__version__ = "0.1.0"
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "flowz").startswith("flowz._"):
+        with contextlib.suppress(AttributeError, TypeError):  # objects without __module__
+            _obj.__module__ = "flowz"
+del _name, _obj

@@ -1,0 +1,72 @@
+"""Settings: the only place flowz reads the environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["DEFAULT_DATABASE_URL", "Settings"]
+
+DEFAULT_DATABASE_URL = "sqlite:///.flowz/flowz.db"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """How flowz connects and runs; explicit values win over `FLOWZ_*` variables.
+
+    Example:
+        >>> Settings(database_url="sqlite:///tmp/x.db").database_url
+        'sqlite:///tmp/x.db'
+    """
+
+    #: `sqlite:///relative/path.db`, `sqlite:////absolute/path.db` or `postgresql://...`.
+    database_url: str = DEFAULT_DATABASE_URL
+    #: Seconds a claimed execution stays owned without a heartbeat.
+    lease_seconds: float = 30.0
+    #: How many executions one worker runs at once.
+    concurrency: int = 64
+    #: The queue a worker takes work from and new runs go to.
+    queue: str = "default"
+    #: Longest pause between two looks for new work when no wake-up arrives.
+    poll_seconds: float = 1.0
+    #: SQLite durability: FULL survives power loss, NORMAL only process crashes.
+    sqlite_synchronous: str = "FULL"
+
+    def __post_init__(self) -> None:
+        if not self.database_url.startswith(("sqlite:", "postgresql:", "postgres:")):
+            raise ConfigError(
+                f"database URL {self.database_url!r} is not supported: use "
+                "sqlite:///path/to/file.db or postgresql://user@host/dbname"
+            )
+        if self.lease_seconds <= 0 or self.poll_seconds <= 0:
+            raise ConfigError("lease_seconds and poll_seconds must be positive numbers of seconds")
+        if self.concurrency < 1:
+            raise ConfigError(f"concurrency must be at least 1, got {self.concurrency}")
+        if self.sqlite_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise ConfigError(
+                f"FLOWZ_SQLITE_SYNCHRONOUS={self.sqlite_synchronous!r} is not supported: "
+                "use FULL (default) or NORMAL"
+            )
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        """Resolve settings: explicit overrides, then `FLOWZ_*` variables, then defaults."""
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw = os.environ.get(f"FLOWZ_{field.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            convert: type[str | int | float] = type(field.default)  # type: ignore[assignment]
+            try:
+                values[field.name] = convert(raw)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"FLOWZ_{field.name.upper()}={raw!r} is not a valid "
+                    f"{type(field.default).__name__}"
+                ) from exc
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)

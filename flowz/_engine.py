@@ -1,0 +1,378 @@
+"""Runs ONE attempt of one execution: replay the journal, run the body, record or suspend.
+
+Pure logic over the `Store` protocol: no SQL, no worker loop, no UI.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from ._context import ExecutionContext, StepContext, step_context
+from ._decorators import DurableCall
+from ._gather import StepHandle
+from ._registry import Definition, StepOptions
+from ._serde import dump_error, load_error
+from ._types import EntryKind, Kind, Status
+from .errors import NonDeterminismError, RunCancelledError, StepTimeoutError, UnknownWorkflowError
+from .store._protocol import Claim, ExecutionRow, JournalEntry, NewExecution, Store
+
+__all__ = ["INLINE_RETRY_LIMIT", "execute", "retry_delay"]
+
+#: A retry delay up to this many seconds is slept in place; a longer one suspends the workflow.
+INLINE_RETRY_LIMIT = 1.0
+
+
+class _Suspend(BaseException):
+    """The workflow suspended; its state is already stored.
+
+    A BaseException, so that a workflow's `except Exception` cannot swallow it.
+    """
+
+
+def retry_delay(options: StepOptions, attempt: int) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1-based), with ±20 % jitter."""
+    return options.retry_delay * options.backoff ** (attempt - 1) * random.uniform(0.8, 1.2)
+
+
+def _retryable(options: StepOptions, exc: BaseException, attempt: int) -> bool:
+    return attempt < options.max_attempts and isinstance(exc, options.retry_on)
+
+
+async def _invoke(
+    definition: Definition, args: tuple[Any, ...], kwargs: dict[str, Any], ctx: StepContext
+) -> Any:
+    """Call the step body once, with its StepContext and timeout."""
+    var = step_context()
+    token = var.set(ctx)
+    timeout = definition.options.timeout
+    try:
+        with anyio.move_on_after(timeout):
+            if definition.is_async:
+                return await definition.fn(*args, **kwargs)
+            return await anyio.to_thread.run_sync(
+                functools.partial(definition.fn, *args, **kwargs), abandon_on_cancel=True
+            )
+    finally:
+        var.reset(token)
+    raise StepTimeoutError(
+        f"step {definition.name} (attempt {ctx.attempt}) ran longer than its timeout of "
+        f"{timeout} s: raise timeout= or make the step faster"
+    )
+
+
+class _Attempt(ExecutionContext):
+    """One attempt of a workflow execution."""
+
+    def __init__(self, store: Store, claim: Claim, journal: dict[int, JournalEntry]) -> None:
+        self.store = store
+        self.row = claim.execution
+        self.fence = claim.fence
+        self.journal = journal
+        self.position = 0
+        self.nondeterminism: NonDeterminismError | None = None
+        self._entries: list[JournalEntry] = []
+        self._children: list[NewExecution] = []
+
+    # -- journal helpers --------------------------------------------------
+    def _next(self) -> int:
+        position = self.position
+        self.position += 1
+        return position
+
+    def _replayed(self, position: int, name: str, kind: str) -> JournalEntry | None:
+        entry = self.journal.get(position)
+        if entry is not None and (entry.name != name or entry.kind != kind):
+            error = NonDeterminismError(
+                self.row.id, position, f"{kind} {name}", f"{entry.kind} {entry.name}"
+            )
+            self.nondeterminism = self.nondeterminism or error
+            raise error
+        return entry
+
+    async def flush(self) -> None:
+        """Store scheduled children (and their journal entries) in one transaction."""
+        if self._entries:
+            entries, children = self._entries, self._children
+            self._entries, self._children = [], []
+            await self.store.schedule_children(self.fence, entries, children)
+
+    async def _suspend_until(self, run_at: float, entry: JournalEntry | None) -> None:
+        await self.flush()
+        await self.store.suspend_until(self.fence, run_at, entry)
+        raise _Suspend
+
+    # -- ExecutionContext ---------------------------------------------------
+    async def call_step(self, call: DurableCall[Any]) -> Any:
+        position = self._next()
+        definition = call.definition
+        entry = self._replayed(position, definition.name, EntryKind.STEP)
+        codec = definition.codec
+        attempt = 1
+        if entry is not None:
+            if entry.status == "succeeded":
+                return codec.load_result(entry.output)
+            if entry.status == "failed":
+                raise load_error(entry.error)
+            attempt = entry.attempt + 1  # a retry that suspended the workflow
+            if entry.output["retry_at"] > time.time():
+                await self._suspend_until(entry.output["retry_at"], None)
+        codec.dump_args(call.args, call.kwargs)  # a bad argument fails here, at the call site
+        await self.flush()
+        options = definition.options
+        started = time.time()
+        while True:
+            ctx = StepContext(self.row.id, position, definition.name, attempt)
+            try:
+                output = codec.dump_result(await _invoke(definition, call.args, call.kwargs, ctx))
+            except Exception as exc:
+                if not _retryable(options, exc, attempt):
+                    await self.store.append_journal(
+                        self.fence,
+                        JournalEntry(
+                            position,
+                            EntryKind.STEP,
+                            definition.name,
+                            "failed",
+                            error=dump_error(exc),
+                            attempt=attempt,
+                            started_at=started,
+                            finished_at=time.time(),
+                        ),
+                    )
+                    raise
+                delay = retry_delay(options, attempt)
+                if delay > INLINE_RETRY_LIMIT:
+                    retry_at = time.time() + delay
+                    await self._suspend_until(
+                        retry_at,
+                        JournalEntry(
+                            position,
+                            EntryKind.STEP,
+                            definition.name,
+                            "retrying",
+                            output={"retry_at": retry_at},
+                            error=dump_error(exc),
+                            attempt=attempt,
+                            started_at=started,
+                        ),
+                    )
+                await anyio.sleep(delay)
+                attempt += 1
+                continue
+            await self.store.append_journal(
+                self.fence,
+                JournalEntry(
+                    position,
+                    EntryKind.STEP,
+                    definition.name,
+                    "succeeded",
+                    output=output,
+                    attempt=attempt,
+                    started_at=started,
+                    finished_at=time.time(),
+                ),
+            )
+            # Return what a replay would return, so first run and replay see the same value.
+            return codec.load_result(output)
+
+    def schedule(self, calls: Sequence[DurableCall[Any]]) -> list[StepHandle[Any]]:
+        if not calls:
+            return []
+        position = self._next()
+        names = sorted({c.definition.name for c in calls})
+        name = names[0] if len(names) == 1 else ",".join(names)
+        kind = EntryKind.SCHEDULE if len(calls) == 1 else EntryKind.GATHER
+        entry = self._replayed(position, name, kind)
+        handles = [StepHandle[Any](c.definition, position, i) for i, c in enumerate(calls)]
+        if entry is not None:
+            if entry.output["width"] != len(calls):
+                self.nondeterminism = NonDeterminismError(
+                    self.row.id,
+                    position,
+                    f"{kind} {name} x{len(calls)}",
+                    f"{entry.kind} {entry.name} x{entry.output['width']}",
+                )
+                raise self.nondeterminism
+            return handles
+        # Serialise every argument now, so a bad one fails at the call site.
+        inputs = [c.definition.codec.dump_args(c.args, c.kwargs) for c in calls]
+        self._entries.append(
+            JournalEntry(position, kind, name, "scheduled", output={"width": len(calls)})
+        )
+        self._children.extend(
+            NewExecution(
+                id=f"{self.row.id}/{position}/{i}",
+                root_id=self.row.root_id,
+                parent_id=self.row.id,
+                position=position,
+                child_index=i,
+                kind=c.definition.kind.value,
+                name=c.definition.name,
+                input=inputs[i],
+                max_attempts=c.definition.options.max_attempts,
+                queue=self.row.queue,
+                priority=self.row.priority,
+            )
+            for i, c in enumerate(calls)
+        )
+        return handles
+
+    async def wait(self, handles: Sequence[StepHandle[Any]], return_exceptions: bool) -> list[Any]:
+        wait_position = self._next()
+        if not handles:
+            return []
+        positions = sorted({h.position for h in handles})
+        unsaved = {e.position for e in self._entries}
+        if not unsaved.issuperset(positions):
+            # Some children exist already (a replay, or scheduled earlier): look before suspending.
+            results = await self._results(handles, return_exceptions)
+            if results is not None:
+                return results
+        entries, children = self._entries, self._children
+        self._entries, self._children = [], []
+        while not await self.store.wait_for_children(
+            self.fence, wait_position, positions, entries, children
+        ):
+            entries, children = [], []
+            results = await self._results(handles, return_exceptions)
+            if results is not None:
+                return results
+        raise _Suspend
+
+    async def _results(
+        self, handles: Sequence[StepHandle[Any]], return_exceptions: bool
+    ) -> list[Any] | None:
+        """The children's results, or None while one is still running (and none failed)."""
+        rows = await self.store.child_results(self.row.id, sorted({h.position for h in handles}))
+        by_key = {(r.position, r.child_index): r for r in rows}
+        results: list[Any] = []
+        unfinished = False
+        for handle in handles:
+            row = by_key[(handle.position, handle.index)]
+            if row.status == Status.SUCCEEDED:
+                results.append(handle.definition.codec.load_result(row.output))
+            elif row.status in (Status.FAILED, Status.CANCELLED):
+                error = _child_error(row)
+                if not return_exceptions:
+                    raise error
+                results.append(error)
+            else:
+                unfinished = True
+        return None if unfinished else results
+
+    async def record(self, name: str, kind: str, make: Callable[[], Any]) -> Any:
+        position = self._next()
+        entry = self._replayed(position, name, kind)
+        if entry is not None:
+            return entry.output
+        await self.flush()
+        value = make()
+        now = time.time()
+        await self.store.append_journal(
+            self.fence,
+            JournalEntry(
+                position, kind, name, "succeeded", output=value, started_at=now, finished_at=now
+            ),
+        )
+        return value
+
+    async def sleep(self, seconds: float) -> None:
+        position = self._next()
+        entry = self._replayed(position, "flowz.sleep", EntryKind.SLEEP)
+        if entry is not None:
+            wake_at = float(entry.output)
+            if wake_at > time.time():
+                await self._suspend_until(wake_at, None)
+            return
+        now = time.time()
+        await self._suspend_until(
+            now + seconds,
+            JournalEntry(
+                position,
+                EntryKind.SLEEP,
+                "flowz.sleep",
+                "succeeded",
+                output=now + seconds,
+                started_at=now,
+            ),
+        )
+
+
+def _child_error(row: ExecutionRow) -> BaseException:
+    if row.status == Status.CANCELLED:
+        return RunCancelledError(f"child {row.name} ({row.id}) was cancelled")
+    return load_error(row.error)
+
+
+async def execute(store: Store, definition: Definition | None, claim: Claim) -> None:
+    """Run one attempt of a claimed execution and store how it ended.
+
+    Raises LeaseLost if another worker took the execution over meanwhile.
+    """
+    row = claim.execution
+    if definition is None:  # claims filter by name; this guards a registry that changed
+        error = UnknownWorkflowError(f"{row.name!r} is not registered in this worker")
+        await store.finish(claim.fence, Status.FAILED, None, dump_error(error))
+        return
+    if definition.kind is Kind.STEP:
+        await _execute_step(store, definition, claim)
+    else:
+        await _execute_workflow(store, definition, claim)
+
+
+async def _execute_step(store: Store, definition: Definition, claim: Claim) -> None:
+    row = claim.execution
+    try:
+        args, kwargs = definition.codec.load_args(row.input)
+        ctx = StepContext(row.id, 0, definition.name, row.attempt)
+        output = definition.codec.dump_result(await _invoke(definition, args, kwargs, ctx))
+    except Exception as exc:
+        if _retryable(definition.options, exc, row.attempt):
+            delay = retry_delay(definition.options, row.attempt)
+            await store.retry_later(claim.fence, time.time() + delay, dump_error(exc))
+        else:
+            await store.finish(claim.fence, Status.FAILED, None, dump_error(exc))
+        return
+    await store.finish(claim.fence, Status.SUCCEEDED, output, None)
+
+
+async def _execute_workflow(store: Store, definition: Definition, claim: Claim) -> None:
+    row = claim.execution
+    journal = await store.read_journal(row.id) if claim.resumed else {}
+    attempt = _Attempt(store, claim, journal)
+    var = step_context()
+    token = var.set(attempt)
+    try:
+        args, kwargs = definition.codec.load_args(row.input)
+        result = await definition.fn(*args, **kwargs)
+        if attempt.nondeterminism is not None:
+            raise attempt.nondeterminism  # swallowed by the body; still fatal
+        await attempt.flush()
+        output = definition.codec.dump_result(result)
+    except _Suspend:
+        return
+    except BaseExceptionGroup as group:
+        # From a task group in the body: a suspension already stored the state; it wins.
+        if group.split(_Suspend)[0] is not None:
+            return
+        if group.split(Exception)[1] is not None:
+            raise
+        await store.finish(
+            claim.fence, Status.FAILED, None, dump_error(attempt.nondeterminism or group)
+        )
+        return
+    except Exception as exc:
+        await store.finish(
+            claim.fence, Status.FAILED, None, dump_error(attempt.nondeterminism or exc)
+        )
+        return
+    finally:
+        var.reset(token)
+    await store.finish(claim.fence, Status.SUCCEEDED, output, None)

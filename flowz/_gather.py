@@ -1,0 +1,111 @@
+"""Fan-out: children as independent durable executions (Zart's schedule_step + wait_all)."""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterable
+from typing import Any, Generic, Literal, TypeVar, final, overload
+
+from ._context import current_context
+from ._decorators import DurableCall
+from ._registry import Definition
+from .errors import UsageError
+
+__all__ = ["StepHandle", "gather_durable", "schedule", "wait_all"]
+
+T = TypeVar("T")
+
+
+@final
+class StepHandle(Generic[T]):
+    """A child execution scheduled by `flowz.schedule`; await it, or pass it to `wait_all`."""
+
+    __slots__ = ("definition", "index", "position")
+
+    def __init__(self, definition: Definition, position: int, index: int) -> None:
+        self.definition = definition
+        self.position = position
+        self.index = index
+
+    def __repr__(self) -> str:
+        return f"<StepHandle {self.definition.name} at {self.position}.{self.index}>"
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return wait_all([self]).__await__()  # type: ignore[return-value]
+
+
+def _require_context(what: str) -> Any:
+    ctx = current_context()
+    if ctx is None:
+        raise UsageError(
+            f"{what} runs children durably and works only inside a @workflow; outside one, "
+            "await the calls directly (or use asyncio.gather / an anyio task group)"
+        )
+    return ctx
+
+
+def _check_calls(calls: Iterable[object], what: str) -> list[DurableCall[Any]]:
+    checked = list(calls)
+    for call in checked:
+        if not isinstance(call, DurableCall):
+            raise UsageError(
+                f"{what} takes calls of @step or @workflow functions, not yet awaited "
+                f"(like `fetch(url)`), got {call!r}"
+            )
+    return checked  # type: ignore[return-value]
+
+
+def schedule(call: DurableCall[T]) -> StepHandle[T]:
+    """Start `call` as a child execution and return its handle at once.
+
+    The child is stored no later than the workflow's next durable call; several
+    schedules in a row are stored in one transaction.
+
+    Example:
+        >>> h1, h2 = flowz.schedule(fetch(a)), flowz.schedule(fetch(b))
+        >>> page_a, page_b = await flowz.wait_all([h1, h2])
+    """
+    [call] = _check_calls([call], "flowz.schedule()")
+    [handle] = _require_context("flowz.schedule()").schedule([call])
+    return handle  # type: ignore[no-any-return]
+
+
+async def wait_all(
+    handles: Iterable[StepHandle[Any]], *, return_exceptions: bool = False
+) -> list[Any]:
+    """Suspend until the children behind `handles` end; their results, in handle order.
+
+    The workflow holds no worker while it waits. If a child failed, its error is
+    raised (or, with `return_exceptions=True`, returned in its place).
+    """
+    handles = list(handles)
+    for handle in handles:
+        if not isinstance(handle, StepHandle):
+            raise UsageError(
+                f"flowz.wait_all() takes handles from flowz.schedule(), got {handle!r}"
+            )
+    ctx = _require_context("flowz.wait_all()")
+    return await ctx.wait(handles, return_exceptions)  # type: ignore[no-any-return]
+
+
+@overload
+async def gather_durable(
+    *calls: DurableCall[T], return_exceptions: Literal[False] = False
+) -> list[T]: ...
+@overload
+async def gather_durable(
+    *calls: DurableCall[T], return_exceptions: Literal[True]
+) -> list[T | BaseException]: ...
+async def gather_durable(*calls: DurableCall[Any], return_exceptions: bool = False) -> list[Any]:
+    """Run the calls as durable child executions on any worker; their results in call order.
+
+    All children and the parent's journal entry are stored in one transaction;
+    the parent then waits without holding a worker and is resumed by the last
+    child to end. A failed child's error is raised (after its retries) while its
+    siblings run on; with `return_exceptions=True` errors are returned in place.
+
+    Example:
+        >>> pages = await gather_durable(*(fetch(url) for url in urls))
+    """
+    checked = _check_calls(calls, "gather_durable()")
+    ctx = _require_context("gather_durable()")
+    return await ctx.wait(ctx.schedule(checked), return_exceptions)  # type: ignore[no-any-return]

@@ -1,0 +1,201 @@
+"""Starting runs and waiting for them: `flowz.run`, `wf.run`, `wf.start`, `RunHandle`."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
+
+import anyio
+
+from ._config import Settings
+from ._registry import default_registry
+from ._serde import load_error
+from ._types import Kind, Status
+from ._worker import Worker
+from .errors import NotAWorkflowError, RunNotFoundError, UsageError, WorkflowError
+from .store import open_store
+from .store._protocol import ExecutionRow, NewExecution, Store
+
+if TYPE_CHECKING:
+    from ._decorators import WorkflowFunction
+
+__all__ = ["RunHandle", "run", "run_async", "start_async"]
+
+R = TypeVar("R")
+
+
+def _check_workflow(wf: object) -> WorkflowFunction[Any, Any]:
+    from ._decorators import WorkflowFunction
+
+    if not isinstance(wf, WorkflowFunction):
+        raise NotAWorkflowError(
+            f"{wf!r} is not a workflow: decorate the async function with @flowz.workflow"
+        )
+    return wf
+
+
+def _outcome(row: ExecutionRow, wf: WorkflowFunction[Any, R]) -> R:
+    if row.status == Status.SUCCEEDED:
+        return wf.definition.codec.load_result(row.output)  # type: ignore[no-any-return]
+    if row.status == Status.CANCELLED:
+        raise WorkflowError(f"run {row.id!r} was cancelled")
+    raise load_error(row.error)
+
+
+async def _create(
+    store: Store,
+    wf: WorkflowFunction[Any, Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    run_id: str | None,
+    settings: Settings,
+) -> ExecutionRow:
+    run_id = run_id or str(uuid.uuid4())
+    payload = wf.definition.codec.dump_args(args, kwargs)
+    row, created = await store.create_run(
+        NewExecution(
+            id=run_id,
+            root_id=run_id,
+            kind=Kind.WORKFLOW.value,
+            name=wf.name,
+            input=payload,
+            queue=settings.queue,
+        )
+    )
+    if not created and (row.name != wf.name or row.parent_id is not None):
+        raise UsageError(
+            f"the id {run_id!r} already belongs to a run of {row.name}, not of {wf.name}: "
+            "choose another id"
+        )
+    return row
+
+
+async def _wait_terminal(store: Store, run_id: str, poll: float, deadline: float) -> ExecutionRow:
+    while True:
+        row = await store.get_execution(run_id)
+        if row is None:
+            raise RunNotFoundError(f"no run with id {run_id!r}")
+        if Status(row.status).is_terminal:
+            return row
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"run {run_id!r} is still {row.status}")
+        await store.wait_for_change(min(poll, remaining))
+
+
+async def run_async(
+    wf: WorkflowFunction[Any, R],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    id: str | None = None,
+    settings: Settings | None = None,
+) -> R:
+    """Create (or find) the run, work on it in this process until it ends, return its result."""
+    wf = _check_workflow(wf)
+    settings = settings or Settings.from_env()
+    store = await open_store(settings)
+    try:
+        row = await _create(store, wf, args, kwargs, id, settings)
+        if not Status(row.status).is_terminal:
+            worker = Worker(store, default_registry(), settings)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker.run)
+                row = await _wait_terminal(store, row.id, settings.poll_seconds, math.inf)
+                worker.stop()
+        return _outcome(row, wf)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await store.aclose()
+
+
+async def start_async(
+    wf: WorkflowFunction[Any, R],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    id: str | None = None,
+    settings: Settings | None = None,
+) -> RunHandle[R]:
+    """Create (or find) the run for the workers, and return its handle."""
+    wf = _check_workflow(wf)
+    settings = settings or Settings.from_env()
+    store = await open_store(settings)
+    try:
+        row = await _create(store, wf, args, kwargs, id, settings)
+    finally:
+        await store.aclose()
+    return RunHandle._new(row.id, wf, settings)
+
+
+def run(wf: WorkflowFunction[Any, R], /, *args: Any, id: str | None = None, **kwargs: Any) -> R:
+    """Run a workflow to completion from synchronous code and return its result.
+
+    Uses the database of `FLOWZ_DATABASE_URL` (default `./.flowz/flowz.db`) and a
+    worker in this process. With `id=`, a finished run returns its stored result
+    and an unfinished one resumes; nothing already journaled runs again.
+
+    Example:
+        >>> flowz.run(fan, 1000)
+        999000
+    """
+    return anyio.run(lambda: run_async(wf, args, kwargs, id=id))
+
+
+@final
+class RunHandle(Generic[R]):
+    """A workflow run in the database; returned by `wf.start()`."""
+
+    def __init__(self) -> None:
+        raise TypeError("RunHandle objects come from wf.start(); they are not built directly")
+
+    @classmethod
+    def _new(cls, run_id: str, wf: WorkflowFunction[Any, R], settings: Settings) -> RunHandle[R]:
+        handle = cls.__new__(cls)
+        handle.id = run_id
+        handle._wf = wf
+        handle._settings = settings
+        return handle
+
+    id: str
+    _wf: WorkflowFunction[Any, R]
+    _settings: Settings
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self._wf.name} id={self.id!r}>"
+
+    async def _row(self, store: Store) -> ExecutionRow:
+        row = await store.get_execution(self.id)
+        if row is None:
+            raise RunNotFoundError(f"no run with id {self.id!r}")
+        return row
+
+    async def status(self) -> Status:
+        """The run's current status."""
+        store = await open_store(self._settings)
+        try:
+            return Status((await self._row(store)).status)
+        finally:
+            await store.aclose()
+
+    async def result(self, *, timeout: float | None = None) -> R:
+        """Wait for the run to end (a worker must run it); return its result or raise its error."""
+        store = await open_store(self._settings)
+        try:
+            deadline = math.inf if timeout is None else time.monotonic() + timeout
+            row = await _wait_terminal(store, self.id, self._settings.poll_seconds, deadline)
+        finally:
+            await store.aclose()
+        return _outcome(row, self._wf)
+
+    async def retry(self) -> None:
+        """Resume a failed run: completed steps and children are kept, failed ones run again."""
+        store = await open_store(self._settings)
+        try:
+            if not await store.retry_run(self.id):
+                status = (await self._row(store)).status
+                raise UsageError(f"run {self.id!r} is {status}; only a failed run can be retried")
+        finally:
+            await store.aclose()

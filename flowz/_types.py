@@ -1,0 +1,55 @@
+"""Shared vocabulary: statuses, kinds and the JSON alias."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, TypeAlias
+
+JSON: TypeAlias = Any
+"""A value made of dict, list, str, int, float, bool and None only."""
+
+
+class Status(StrEnum):
+    """The status of an execution (a workflow run or a child step)."""
+
+    #: Waiting to be claimed by a worker (or sleeping while `run_at` is in the future).
+    PENDING = "pending"
+    #: Claimed by a worker, which holds its lease.
+    RUNNING = "running"
+    #: Suspended until the children it waits for end; holds no worker.
+    WAITING = "waiting"
+    #: Finished with a result.
+    SUCCEEDED = "succeeded"
+    #: Finished with an error, after its retries.
+    FAILED = "failed"
+    #: Stopped by a cancel.
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the status never changes again (except by an explicit retry)."""
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+TERMINAL_STATUSES: tuple[str, ...] = tuple(sorted(s.value for s in _TERMINAL))
+
+
+class Kind(StrEnum):
+    """What an execution runs."""
+
+    WORKFLOW = "workflow"
+    STEP = "step"
+
+
+class EntryKind(StrEnum):
+    """What a journal entry records."""
+
+    STEP = "step"
+    SCHEDULE = "schedule"
+    GATHER = "gather"
+    WAIT = "wait"
+    SLEEP = "sleep"
+    NOW = "now"
+    UUID = "uuid"
+    RANDOM = "random"

@@ -1,0 +1,140 @@
+"""Worker: claims runnable executions and runs them, many at once, with leases and a reaper."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ._config import Settings
+from ._engine import execute
+from ._registry import Registry
+from .store._protocol import Claim, LeaseLost, Store
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("flowz.worker")
+
+_CLAIM_BATCH = 100
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+class Worker:
+    """Runs executions from one queue of one store until stopped.
+
+    Example:
+        >>> worker = Worker(store, default_registry(), Settings.from_env())  # doctest: +SKIP
+        >>> await worker.run()  # doctest: +SKIP
+    """
+
+    def __init__(self, store: Store, registry: Registry, settings: Settings) -> None:
+        self.store = store
+        self.registry = registry
+        self.settings = settings
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.host = socket.gethostname()
+        self._running = 0
+        self._slot_freed = anyio.Event()
+        self._stopping = anyio.Event()
+
+    def stop(self) -> None:
+        """Stop taking work; `run()` then releases what it holds and returns."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Claim and run executions until `stop()` or cancellation."""
+        await self.store.register_worker(self.id, self.host, os.getpid())
+        try:
+            await self.reap()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._maintain)
+                with anyio.CancelScope() as loop_scope:
+                    tg.start_soon(self._stop_when_asked, loop_scope)
+                    await self._claim_loop(tg)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.store.deregister_worker(self.id)
+
+    async def _stop_when_asked(self, scope: anyio.CancelScope) -> None:
+        await self._stopping.wait()
+        scope.cancel()
+
+    async def _claim_loop(self, tg: TaskGroup) -> None:
+        settings = self.settings
+        while True:
+            free = settings.concurrency - self._running
+            if free <= 0:
+                await self._slot_freed.wait()
+                continue
+            names = self.registry.names()
+            claims = await self.store.claim(
+                self.id, names, settings.queue, min(free, _CLAIM_BATCH), settings.lease_seconds
+            )
+            for claim in claims:
+                self._running += 1
+                tg.start_soon(self._run_one, claim)
+            if claims:
+                await anyio.sleep(0)  # let the new tasks start before claiming again
+                continue
+            due = await self.store.next_due_at(names, settings.queue)
+            timeout = settings.poll_seconds
+            if due is not None:
+                timeout = max(0.0, min(timeout, due - time.time()))
+            if timeout > 0:
+                await self.store.wait_for_change(timeout)
+
+    async def _run_one(self, claim: Claim) -> None:
+        try:
+            await execute(self.store, self.registry.get(claim.execution.name), claim)
+        except LeaseLost:
+            log.warning("lost the lease of %s; another worker took it over", claim.execution.id)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self.store.release(claim.fence)
+            raise
+        except Exception:
+            log.exception("flowz could not record the end of %s", claim.execution.id)
+            with anyio.CancelScope(shield=True):
+                await self.store.release(claim.fence)
+        finally:
+            self._running -= 1
+            self._slot_freed.set()
+            self._slot_freed = anyio.Event()
+
+    async def _maintain(self) -> None:
+        """Heartbeat (renew leases) and reap dead workers' executions, every third of a lease."""
+        interval = self.settings.lease_seconds / 3
+        while True:
+            await anyio.sleep(interval)
+            try:
+                await self.store.heartbeat(self.id, self.settings.lease_seconds)
+                await self.reap()
+            except Exception:
+                log.exception("flowz worker %s: heartbeat failed; retrying", self.id)
+
+    async def reap(self) -> int:
+        """Put back executions whose lease expired or whose worker on this host died."""
+        dead = [
+            w.id
+            for w in await self.store.list_workers(self.host)
+            if w.id != self.id and not _pid_alive(w.pid)
+        ]
+        reaped = await self.store.reap(dead)
+        if reaped:
+            log.info("flowz worker %s re-queued %d execution(s) of dead workers", self.id, reaped)
+        return reaped

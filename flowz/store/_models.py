@@ -1,0 +1,119 @@
+"""The schema, as SQLModel tables; both stores render their DDL from these models."""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Index, MetaData, Text, text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlmodel import Field, SQLModel
+
+__all__ = ["SCHEMA_VERSION", "schema_statements"]
+
+#: Bump with every schema change, and teach the stores' migrations the step.
+SCHEMA_VERSION = 1
+
+_metadata = MetaData()
+
+
+class _Base(SQLModel):
+    metadata = _metadata
+
+
+class FlowzExecution(_Base, table=True):
+    """A workflow run or a child execution (step or workflow)."""
+
+    __tablename__ = "flowz_executions"
+    __table_args__ = (
+        Index(
+            "ix_flowz_executions_claim",
+            "queue",
+            "priority",
+            "run_at",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("ix_flowz_executions_parent", "parent_id", "position", "child_index"),
+        Index("ix_flowz_executions_root", "root_id"),
+        Index(
+            "ix_flowz_executions_lease",
+            "lease_expires_at",
+            sqlite_where=text("status = 'running'"),
+            postgresql_where=text("status = 'running'"),
+        ),
+    )
+
+    id: str = Field(primary_key=True)
+    root_id: str
+    parent_id: str | None = None
+    position: int | None = None
+    child_index: int | None = None
+    kind: str
+    name: str
+    input: str = Field(sa_column=Column(Text, nullable=False))
+    output: str | None = Field(default=None, sa_column=Column(Text))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    status: str
+    attempt: int = 0
+    max_attempts: int = 1
+    run_at: float
+    queue: str
+    priority: int = 0
+    claim_token: str | None = None
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
+    #: The journal position the execution waits at, and how many children it still waits for.
+    wait_position: int | None = None
+    wait_count: int = 0
+    created_at: float
+    updated_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+class FlowzJournal(_Base, table=True):
+    """One durable call of a workflow execution."""
+
+    __tablename__ = "flowz_journal"
+
+    execution_id: str = Field(primary_key=True)
+    position: int = Field(primary_key=True)
+    kind: str
+    name: str
+    status: str
+    output: str | None = Field(default=None, sa_column=Column(Text))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    attempt: int = 1
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+class FlowzWorker(_Base, table=True):
+    """A live worker process."""
+
+    __tablename__ = "flowz_workers"
+
+    id: str = Field(primary_key=True)
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+
+
+class FlowzSchema(_Base, table=True):
+    """The schema version of this database (one row)."""
+
+    __tablename__ = "flowz_schema"
+
+    version: int = Field(primary_key=True)
+
+
+def schema_statements(dialect: Dialect) -> list[str]:
+    """CREATE TABLE and CREATE INDEX statements (idempotent) for the current schema."""
+    statements: list[str] = []
+    for table in _metadata.sorted_tables:
+        statements.append(str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)))
+        statements.extend(
+            str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect))
+            for index in sorted(table.indexes, key=lambda i: str(i.name))
+        )
+    return statements

@@ -1,0 +1,209 @@
+"""The storage boundary: what the engine and the worker ask of a database. No SQL here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from .._types import JSON
+
+__all__ = [
+    "Claim",
+    "ExecutionRow",
+    "Fence",
+    "JournalEntry",
+    "LeaseLost",
+    "NewExecution",
+    "Store",
+    "WorkerRow",
+]
+
+
+class LeaseLost(BaseException):
+    """A fenced write found this worker no longer owns the execution.
+
+    A BaseException, so that a workflow's `except Exception` cannot swallow it.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """Proof of ownership: every write for a claimed execution carries it."""
+
+    execution_id: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewExecution:
+    """An execution to insert: a top-level run (no parent) or a child."""
+
+    id: str
+    root_id: str
+    kind: str
+    name: str
+    input: JSON
+    max_attempts: int = 1
+    queue: str = "default"
+    priority: int = 0
+    parent_id: str | None = None
+    position: int | None = None
+    child_index: int | None = None
+    run_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionRow:
+    """One row of flowz_executions."""
+
+    id: str
+    root_id: str
+    parent_id: str | None
+    position: int | None
+    child_index: int | None
+    kind: str
+    name: str
+    input: JSON
+    output: JSON
+    error: JSON
+    status: str
+    attempt: int
+    max_attempts: int
+    run_at: float
+    queue: str
+    priority: int
+    lease_owner: str | None
+    lease_expires_at: float | None
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """An execution a worker now owns until its lease expires."""
+
+    execution: ExecutionRow
+    fence: Fence
+    #: True when the execution ran before, so its journal must be read.
+    resumed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One durable call of a workflow, at its position."""
+
+    position: int
+    kind: str
+    name: str
+    #: succeeded | failed | retrying (a failed attempt with more to come) | scheduled (children)
+    status: str
+    output: JSON = None
+    error: JSON = None
+    attempt: int = 1
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRow:
+    """One row of flowz_workers."""
+
+    id: str
+    host: str
+    pid: int
+    started_at: float
+    heartbeat_at: float
+
+
+class Store(Protocol):
+    """What flowz needs from a database; SQLite and PostgreSQL pass one contract suite."""
+
+    async def migrate(self) -> None:
+        """Create or upgrade the schema (safe to call from several processes at once)."""
+
+    async def aclose(self) -> None:
+        """Release connections."""
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Return when another writer may have made work runnable or finished, or at timeout."""
+
+    # -- runs -------------------------------------------------------------
+    async def create_run(self, run: NewExecution) -> tuple[ExecutionRow, bool]:
+        """Insert a top-level run unless its id exists; return the row and whether it is new."""
+
+    async def get_execution(self, execution_id: str) -> ExecutionRow | None:
+        """The execution with this id, or None."""
+
+    async def list_executions(self, root_id: str) -> list[ExecutionRow]:
+        """Every execution of one run's tree, the root first, then by creation."""
+
+    async def retry_run(self, run_id: str) -> bool:
+        """Make a failed run and its failed descendants pending again; False if not failed."""
+
+    # -- the worker's side ------------------------------------------------
+    async def claim(
+        self, worker_id: str, names: Sequence[str], queue: str, limit: int, lease_seconds: float
+    ) -> list[Claim]:
+        """Take up to `limit` due pending executions whose name is in `names`."""
+
+    async def next_due_at(self, names: Sequence[str], queue: str) -> float | None:
+        """The earliest run_at of a pending execution this worker could run, or None."""
+
+    async def register_worker(self, worker_id: str, host: str, pid: int) -> None:
+        """Record a live worker."""
+
+    async def heartbeat(self, worker_id: str, lease_seconds: float) -> None:
+        """Renew the worker's row and the leases of everything it holds."""
+
+    async def deregister_worker(self, worker_id: str) -> None:
+        """Remove the worker's row and put back anything it still holds."""
+
+    async def list_workers(self, host: str | None = None) -> list[WorkerRow]:
+        """Registered workers, on one host or all."""
+
+    async def reap(self, dead_worker_ids: Sequence[str]) -> int:
+        """Make pending again every running execution whose lease expired or whose owner died."""
+
+    # -- the engine's side (all fenced) -----------------------------------
+    async def read_journal(self, execution_id: str) -> dict[int, JournalEntry]:
+        """The whole journal of one execution, by position."""
+
+    async def append_journal(self, fence: Fence, entry: JournalEntry) -> None:
+        """Record (or replace) the entry at its position; raises LeaseLost."""
+
+    async def schedule_children(
+        self, fence: Fence, entries: Sequence[JournalEntry], children: Sequence[NewExecution]
+    ) -> None:
+        """Journal the entries and insert the children, in one transaction."""
+
+    async def wait_for_children(
+        self,
+        fence: Fence,
+        wait_position: int,
+        positions: Sequence[int],
+        entries: Sequence[JournalEntry] = (),
+        children: Sequence[NewExecution] = (),
+    ) -> bool:
+        """Insert entries and children, then suspend on the children at `positions`.
+
+        In one transaction; returns False (and does not suspend) if every one of
+        those children has already ended.
+        """
+
+    async def child_results(self, parent_id: str, positions: Sequence[int]) -> list[ExecutionRow]:
+        """The children at these positions, by position then index."""
+
+    async def suspend_until(self, fence: Fence, run_at: float, entry: JournalEntry | None) -> None:
+        """Journal `entry` (if any) and make the execution pending again at `run_at`."""
+
+    async def retry_later(self, fence: Fence, run_at: float, error: JSON) -> None:
+        """A child step attempt failed: count the attempt and run it again at `run_at`."""
+
+    async def finish(self, fence: Fence, status: str, output: JSON, error: JSON) -> None:
+        """End the execution; in the same transaction, wake its parent if it waits on it."""
+
+    async def release(self, fence: Fence) -> None:
+        """Give an unfinished execution back (worker shutdown); it stays pending."""

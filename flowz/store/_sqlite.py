@@ -1,0 +1,541 @@
+"""SqliteStore: the embedded default. WAL, BEGIN IMMEDIATE, short synchronous calls on the loop.
+
+Each method runs its whole transaction in one synchronous call: no await inside a
+transaction, so concurrent tasks never interleave in one, and no thread hop per
+statement (perf-baseline.md: aiosqlite costs 2-7x a plain sqlite3 call here).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+from .._serde import dumps, loads
+from .._types import JSON, TERMINAL_STATUSES
+from ..errors import RunNotFoundError, SchemaVersionError, StoreError, StoreUnavailableError
+from ._models import SCHEMA_VERSION, schema_statements
+from ._protocol import (
+    Claim,
+    ExecutionRow,
+    Fence,
+    JournalEntry,
+    LeaseLost,
+    NewExecution,
+    WorkerRow,
+)
+
+__all__ = ["SqliteStore"]
+
+_COLUMNS = (
+    "id, root_id, parent_id, position, child_index, kind, name, input, output, error, status, "
+    "attempt, max_attempts, run_at, queue, priority, lease_owner, lease_expires_at, "
+    "created_at, updated_at, started_at, finished_at"
+)
+_TERMINAL_SQL = ", ".join(f"'{s}'" for s in TERMINAL_STATUSES)
+_CHUNK = 500  # bound parameters per IN (...) list
+# How often an idle worker checks whether another process committed (PRAGMA data_version is cheap).
+_OTHER_PROCESS_POLL = 0.05
+
+
+def _row(r: Sequence[Any]) -> ExecutionRow:
+    return ExecutionRow(
+        id=r[0],
+        root_id=r[1],
+        parent_id=r[2],
+        position=r[3],
+        child_index=r[4],
+        kind=r[5],
+        name=r[6],
+        input=loads(r[7]),
+        output=loads(r[8]),
+        error=loads(r[9]),
+        status=r[10],
+        attempt=r[11],
+        max_attempts=r[12],
+        run_at=r[13],
+        queue=r[14],
+        priority=r[15],
+        lease_owner=r[16],
+        lease_expires_at=r[17],
+        created_at=r[18],
+        updated_at=r[19],
+        started_at=r[20],
+        finished_at=r[21],
+    )
+
+
+def _dumps_or_none(value: JSON) -> str | None:
+    return None if value is None else dumps(value)
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def path_from_url(url: str) -> Path:
+    """`sqlite:///rel/path.db` is relative to the working directory, `sqlite:////abs` absolute."""
+    if not url.startswith("sqlite:///"):
+        raise StoreUnavailableError(
+            f"SQLite URL {url!r} is not valid: write sqlite:///relative/path.db or "
+            "sqlite:////absolute/path.db"
+        )
+    return Path(url.removeprefix("sqlite:///"))
+
+
+class SqliteStore:
+    """The embedded SQLite store: one file, shared safely by the processes of one host.
+
+    Example:
+        >>> store = SqliteStore("/tmp/flowz-doc.db")  # doctest: +SKIP
+        >>> await store.migrate()  # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL", busy_timeout: float = 30.0):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, timeout=busy_timeout, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self._db.execute("PRAGMA foreign_keys=ON")
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreUnavailableError(
+                f"cannot open the SQLite database at {str(self.path)!r}: {exc}. Check that the "
+                "folder exists and is writable, or point FLOWZ_DATABASE_URL elsewhere."
+            ) from exc
+        self._changed: anyio.Event | None = None
+
+    # -- plumbing -----------------------------------------------------------
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Cursor]:
+        try:
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+        try:
+            yield cur
+            cur.execute("COMMIT")
+        except BaseException as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._error(exc) from exc
+            raise
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        text = str(exc)
+        if "readonly" in text or "read-only" in text:
+            return StoreError(f"the SQLite database {str(self.path)!r} is read-only: {text}")
+        if "disk is full" in text or "full" in text.split():
+            return StoreError(f"the disk holding {str(self.path)!r} is full: free space and retry")
+        return StoreError(f"SQLite error on {str(self.path)!r}: {text}")
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    @staticmethod
+    def _fence(cur: sqlite3.Cursor, fence: Fence, now: float) -> None:
+        cur.execute(
+            "UPDATE flowz_executions SET updated_at = ? "
+            "WHERE id = ? AND claim_token = ? AND status = 'running'",
+            (now, fence.execution_id, fence.token),
+        )
+        if cur.rowcount != 1:
+            raise LeaseLost(fence.execution_id)
+
+    @staticmethod
+    def _insert_entries(
+        cur: sqlite3.Cursor, execution_id: str, entries: Sequence[JournalEntry]
+    ) -> None:
+        cur.executemany(
+            "INSERT OR REPLACE INTO flowz_journal (execution_id, position, kind, name, status, "
+            "output, error, attempt, started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    execution_id,
+                    e.position,
+                    e.kind,
+                    e.name,
+                    e.status,
+                    _dumps_or_none(e.output),
+                    _dumps_or_none(e.error),
+                    e.attempt,
+                    e.started_at,
+                    e.finished_at,
+                )
+                for e in entries
+            ],
+        )
+
+    @staticmethod
+    def _insert_executions(
+        cur: sqlite3.Cursor, executions: Sequence[NewExecution], now: float
+    ) -> int:
+        cur.executemany(
+            "INSERT OR IGNORE INTO flowz_executions (id, root_id, parent_id, position, "
+            "child_index, kind, name, input, status, attempt, max_attempts, run_at, queue, "
+            "priority, wait_count, created_at, updated_at) "
+            "VALUES (?,?,?,?,?,?,?,?,'pending',0,?,?,?,?,0,?,?)",
+            [
+                (
+                    e.id,
+                    e.root_id,
+                    e.parent_id,
+                    e.position,
+                    e.child_index,
+                    e.kind,
+                    e.name,
+                    dumps(e.input),
+                    e.max_attempts,
+                    now if e.run_at is None else e.run_at,
+                    e.queue,
+                    e.priority,
+                    now,
+                    now,
+                )
+                for e in executions
+            ],
+        )
+        return cur.rowcount
+
+    # -- lifecycle ----------------------------------------------------------
+    async def migrate(self) -> None:
+        with self._tx() as cur:
+            for statement in schema_statements(sqlite_dialect.dialect()):
+                cur.execute(statement)
+            found = cur.execute("SELECT max(version) FROM flowz_schema").fetchone()[0]
+            if found is None:
+                cur.execute("INSERT INTO flowz_schema (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif found > SCHEMA_VERSION:
+                raise SchemaVersionError(
+                    f"the database {str(self.path)!r} has schema v{found}, this flowz "
+                    f"knows v{SCHEMA_VERSION}: upgrade flowz"
+                )
+
+    async def aclose(self) -> None:
+        self._db.close()
+
+    async def wait_for_change(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        if self._changed is None:
+            self._changed = anyio.Event()
+        event = self._changed
+        seen = self._read("PRAGMA data_version")[0][0]
+        while (remaining := deadline - time.monotonic()) > 0:
+            with anyio.move_on_after(min(remaining, _OTHER_PROCESS_POLL)):
+                await event.wait()
+                return
+            if self._read("PRAGMA data_version")[0][0] != seen:
+                return
+
+    # -- runs ---------------------------------------------------------------
+    async def create_run(self, run: NewExecution) -> tuple[ExecutionRow, bool]:
+        now = time.time()
+        with self._tx() as cur:
+            created = self._insert_executions(cur, [run], now) == 1
+            row = cur.execute(
+                f"SELECT {_COLUMNS} FROM flowz_executions WHERE id = ?", (run.id,)
+            ).fetchone()
+        if created:
+            self._notify()
+        return _row(row), created
+
+    async def get_execution(self, execution_id: str) -> ExecutionRow | None:
+        rows = self._read(f"SELECT {_COLUMNS} FROM flowz_executions WHERE id = ?", (execution_id,))
+        return _row(rows[0]) if rows else None
+
+    async def list_executions(self, root_id: str) -> list[ExecutionRow]:
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM flowz_executions WHERE root_id = ? "
+            "ORDER BY parent_id IS NOT NULL, created_at, parent_id, position, child_index",
+            (root_id,),
+        )
+        return [_row(r) for r in rows]
+
+    async def retry_run(self, run_id: str) -> bool:
+        now = time.time()
+        with self._tx() as cur:
+            found = cur.execute(
+                "SELECT status FROM flowz_executions WHERE id = ?", (run_id,)
+            ).fetchone()
+            if found is None:
+                raise RunNotFoundError(f"no run with id {run_id!r} in {str(self.path)!r}")
+            if found[0] != "failed":
+                return False
+            failed = [
+                r[0]
+                for r in cur.execute(
+                    "SELECT id FROM flowz_executions WHERE root_id = ? AND status = 'failed'",
+                    (run_id,),
+                )
+            ]
+            for chunk in _chunks(failed):
+                marks = ",".join("?" * len(chunk))
+                cur.execute(
+                    f"DELETE FROM flowz_journal WHERE execution_id IN ({marks}) "
+                    "AND status IN ('failed', 'retrying')",
+                    chunk,
+                )
+                cur.execute(
+                    "UPDATE flowz_executions SET status = 'pending', attempt = 0, error = NULL, "
+                    "output = NULL, finished_at = NULL, wait_position = NULL, wait_count = 0, "
+                    f"run_at = ?, updated_at = ? WHERE id IN ({marks})",
+                    (now, now, *chunk),
+                )
+        self._notify()
+        return True
+
+    # -- worker side --------------------------------------------------------
+    async def claim(
+        self, worker_id: str, names: Sequence[str], queue: str, limit: int, lease_seconds: float
+    ) -> list[Claim]:
+        if not names or limit <= 0:
+            return []
+        now = time.time()
+        token = uuid.uuid4().hex
+        marks = ",".join("?" * len(names))
+        with self._tx() as cur:
+            rows = cur.execute(
+                "UPDATE flowz_executions SET status = 'running', claim_token = ?, "
+                "lease_owner = ?, lease_expires_at = ?, updated_at = ?, "
+                "started_at = coalesce(started_at, ?), "
+                "attempt = CASE WHEN attempt = 0 THEN 1 ELSE attempt END "
+                "WHERE id IN (SELECT id FROM flowz_executions WHERE status = 'pending' "
+                f"AND queue = ? AND run_at <= ? AND name IN ({marks}) "
+                "ORDER BY priority DESC, run_at LIMIT ?) "
+                f"RETURNING {_COLUMNS}",
+                (token, worker_id, now + lease_seconds, now, now, queue, now, *names, limit),
+            ).fetchall()
+        claims = []
+        for r in rows:
+            row = _row(r)
+            fence = Fence(row.id, token)
+            claims.append(Claim(row, fence, resumed=row.started_at != now))
+        return claims
+
+    async def next_due_at(self, names: Sequence[str], queue: str) -> float | None:
+        if not names:
+            return None
+        marks = ",".join("?" * len(names))
+        found = self._read(
+            "SELECT min(run_at) FROM flowz_executions WHERE status = 'pending' AND queue = ? "
+            f"AND name IN ({marks})",
+            (queue, *names),
+        )
+        value = found[0][0]
+        return None if value is None else float(value)
+
+    async def register_worker(self, worker_id: str, host: str, pid: int) -> None:
+        now = time.time()
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT OR REPLACE INTO flowz_workers (id, host, pid, started_at, heartbeat_at) "
+                "VALUES (?,?,?,?,?)",
+                (worker_id, host, pid, now, now),
+            )
+
+    async def heartbeat(self, worker_id: str, lease_seconds: float) -> None:
+        now = time.time()
+        with self._tx() as cur:
+            cur.execute("UPDATE flowz_workers SET heartbeat_at = ? WHERE id = ?", (now, worker_id))
+            cur.execute(
+                "UPDATE flowz_executions SET lease_expires_at = ? "
+                "WHERE lease_owner = ? AND status = 'running'",
+                (now + lease_seconds, worker_id),
+            )
+
+    async def deregister_worker(self, worker_id: str) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE flowz_executions SET status = 'pending', claim_token = NULL, "
+                "lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = ? "
+                "AND status = 'running'",
+                (worker_id,),
+            )
+            released = cur.rowcount
+            cur.execute("DELETE FROM flowz_workers WHERE id = ?", (worker_id,))
+        if released:
+            self._notify()
+
+    async def list_workers(self, host: str | None = None) -> list[WorkerRow]:
+        sql = "SELECT id, host, pid, started_at, heartbeat_at FROM flowz_workers"
+        rows = self._read(sql + " WHERE host = ?", (host,)) if host else self._read(sql)
+        return [WorkerRow(*r) for r in rows]
+
+    async def reap(self, dead_worker_ids: Sequence[str]) -> int:
+        now = time.time()
+        marks = ",".join("?" * len(dead_worker_ids)) or "NULL"
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE flowz_executions SET status = 'pending', claim_token = NULL, "
+                "lease_owner = NULL, lease_expires_at = NULL, updated_at = ? "
+                f"WHERE status = 'running' AND (lease_expires_at < ? OR lease_owner IN ({marks}))",
+                (now, now, *dead_worker_ids),
+            )
+            reaped = cur.rowcount
+            cur.execute(f"DELETE FROM flowz_workers WHERE id IN ({marks})", tuple(dead_worker_ids))
+        if reaped:
+            self._notify()
+        return reaped
+
+    # -- engine side --------------------------------------------------------
+    async def read_journal(self, execution_id: str) -> dict[int, JournalEntry]:
+        rows = self._read(
+            "SELECT position, kind, name, status, output, error, attempt, started_at, "
+            "finished_at FROM flowz_journal WHERE execution_id = ?",
+            (execution_id,),
+        )
+        return {
+            r[0]: JournalEntry(r[0], r[1], r[2], r[3], loads(r[4]), loads(r[5]), r[6], r[7], r[8])
+            for r in rows
+        }
+
+    async def append_journal(self, fence: Fence, entry: JournalEntry) -> None:
+        with self._tx() as cur:
+            self._fence(cur, fence, time.time())
+            self._insert_entries(cur, fence.execution_id, [entry])
+
+    async def schedule_children(
+        self, fence: Fence, entries: Sequence[JournalEntry], children: Sequence[NewExecution]
+    ) -> None:
+        now = time.time()
+        with self._tx() as cur:
+            self._fence(cur, fence, now)
+            self._insert_entries(cur, fence.execution_id, entries)
+            self._insert_executions(cur, children, now)
+        self._notify()
+
+    async def wait_for_children(
+        self,
+        fence: Fence,
+        wait_position: int,
+        positions: Sequence[int],
+        entries: Sequence[JournalEntry] = (),
+        children: Sequence[NewExecution] = (),
+    ) -> bool:
+        now = time.time()
+        with self._tx() as cur:
+            self._fence(cur, fence, now)
+            self._insert_entries(cur, fence.execution_id, entries)
+            self._insert_executions(cur, children, now)
+            waiting_on = 0
+            for chunk in _chunks(positions):
+                cur.execute(
+                    "UPDATE flowz_executions SET wait_position = ? WHERE parent_id = ? "
+                    f"AND position IN ({','.join('?' * len(chunk))}) "
+                    f"AND status NOT IN ({_TERMINAL_SQL})",
+                    (wait_position, fence.execution_id, *chunk),
+                )
+                waiting_on += cur.rowcount
+            if waiting_on:
+                cur.execute(
+                    "UPDATE flowz_executions SET status = 'waiting', wait_position = ?, "
+                    "wait_count = ?, claim_token = NULL, lease_owner = NULL, "
+                    "lease_expires_at = NULL, updated_at = ? WHERE id = ?",
+                    (wait_position, waiting_on, now, fence.execution_id),
+                )
+        if children:
+            self._notify()
+        return waiting_on > 0
+
+    async def child_results(self, parent_id: str, positions: Sequence[int]) -> list[ExecutionRow]:
+        rows: list[ExecutionRow] = []
+        for chunk in _chunks(sorted(positions)):
+            rows.extend(
+                _row(r)
+                for r in self._read(
+                    f"SELECT {_COLUMNS} FROM flowz_executions WHERE parent_id = ? "
+                    f"AND position IN ({','.join('?' * len(chunk))}) "
+                    "ORDER BY position, child_index",
+                    (parent_id, *chunk),
+                )
+            )
+        return rows
+
+    async def suspend_until(self, fence: Fence, run_at: float, entry: JournalEntry | None) -> None:
+        now = time.time()
+        with self._tx() as cur:
+            self._fence(cur, fence, now)
+            if entry is not None:
+                self._insert_entries(cur, fence.execution_id, [entry])
+            cur.execute(
+                "UPDATE flowz_executions SET status = 'pending', run_at = ?, claim_token = NULL, "
+                "lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
+                (run_at, fence.execution_id),
+            )
+        self._notify()
+
+    async def retry_later(self, fence: Fence, run_at: float, error: JSON) -> None:
+        now = time.time()
+        with self._tx() as cur:
+            self._fence(cur, fence, now)
+            cur.execute(
+                "UPDATE flowz_executions SET status = 'pending', run_at = ?, "
+                "attempt = attempt + 1, error = ?, claim_token = NULL, lease_owner = NULL, "
+                "lease_expires_at = NULL WHERE id = ?",
+                (run_at, dumps(error), fence.execution_id),
+            )
+        self._notify()
+
+    async def finish(self, fence: Fence, status: str, output: JSON, error: JSON) -> None:
+        now = time.time()
+        with self._tx() as cur:
+            done = cur.execute(
+                "UPDATE flowz_executions SET status = ?, output = ?, error = ?, finished_at = ?, "
+                "updated_at = ?, claim_token = NULL, lease_owner = NULL, lease_expires_at = NULL "
+                "WHERE id = ? AND claim_token = ? AND status = 'running' "
+                "RETURNING parent_id, wait_position",
+                (
+                    status,
+                    _dumps_or_none(output),
+                    _dumps_or_none(error),
+                    now,
+                    now,
+                    fence.execution_id,
+                    fence.token,
+                ),
+            ).fetchone()
+            if done is None:
+                raise LeaseLost(fence.execution_id)
+            parent_id, wait_position = done
+            if parent_id is not None and wait_position is not None:
+                # The last awaited child makes the parent runnable; a failure wakes it at once.
+                wake_now = "1" if status != "succeeded" else "wait_count - 1 <= 0"
+                cur.execute(
+                    "UPDATE flowz_executions SET wait_count = wait_count - 1, "
+                    f"status = CASE WHEN {wake_now} THEN 'pending' ELSE status END, "
+                    f"run_at = CASE WHEN {wake_now} THEN ? ELSE run_at END, updated_at = ? "
+                    "WHERE id = ? AND status = 'waiting' AND wait_position = ?",
+                    (now, now, parent_id, wait_position),
+                )
+        self._notify()
+
+    async def release(self, fence: Fence) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE flowz_executions SET status = 'pending', claim_token = NULL, "
+                "lease_owner = NULL, lease_expires_at = NULL "
+                "WHERE id = ? AND claim_token = ? AND status = 'running'",
+                (fence.execution_id, fence.token),
+            )
+        self._notify()
