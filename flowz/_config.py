@@ -33,6 +33,8 @@ class Settings:
     queue: str = "default"
     #: Longest pause between two looks for new work when no wake-up arrives.
     poll_seconds: float = 1.0
+    #: On stop, how long running executions may take to finish before they are released.
+    shutdown_grace_seconds: float = 10.0
     #: SQLite durability: FULL survives power loss, NORMAL only process crashes.
     sqlite_synchronous: str = "FULL"
 
@@ -42,8 +44,11 @@ class Settings:
                 f"database URL {self.database_url!r} is not supported: use "
                 "sqlite:///path/to/file.db or postgresql://user@host/dbname"
             )
-        if self.lease_seconds <= 0 or self.poll_seconds <= 0:
-            raise ConfigError("lease_seconds and poll_seconds must be positive numbers of seconds")
+        if self.lease_seconds <= 0 or self.poll_seconds <= 0 or self.shutdown_grace_seconds < 0:
+            raise ConfigError(
+                "lease_seconds and poll_seconds must be positive numbers of seconds, "
+                "shutdown_grace_seconds zero or more"
+            )
         if self.concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, got {self.concurrency}")
         if self.sqlite_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):

@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, final, overload
 
-from ._context import current_context
+from ._context import ExecutionContext, current_context
 from ._registry import Definition, Registry, StepOptions, default_registry, journal_name
 from ._serde import Codec
 from ._types import Kind
@@ -47,8 +47,11 @@ class DurableCall(Generic[R]):
         if self.definition.kind is Kind.STEP:
             # The position is taken here, synchronously, in program order (see ExecutionContext).
             return ctx.call_step(self).__await__()
-        [handle] = ctx.schedule([self])
-        return ctx.wait([handle], return_exceptions=False).__await__()  # type: ignore[return-value]
+        return self._child(ctx).__await__()
+
+    async def _child(self, ctx: ExecutionContext) -> R:
+        [result] = await ctx.wait(ctx.schedule([self]), return_exceptions=False)
+        return result  # type: ignore[no-any-return]
 
     async def _plain(self) -> R:
         result = self.definition.fn(*self.args, **self.kwargs)

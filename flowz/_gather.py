@@ -30,7 +30,11 @@ class StepHandle(Generic[T]):
         return f"<StepHandle {self.definition.name} at {self.position}.{self.index}>"
 
     def __await__(self) -> Generator[Any, None, T]:
-        return wait_all([self]).__await__()  # type: ignore[return-value]
+        return self._result().__await__()
+
+    async def _result(self) -> T:
+        [result] = await wait_all([self])
+        return result  # type: ignore[no-any-return]
 
 
 def _require_context(what: str) -> Any:

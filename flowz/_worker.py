@@ -52,7 +52,8 @@ class Worker:
         self._stopping = anyio.Event()
 
     def stop(self) -> None:
-        """Stop taking work; `run()` then releases what it holds and returns."""
+        """Stop taking work; `run()` finishes what it runs (or, after the grace period,
+        releases it) and returns."""
         self._stopping.set()
 
     async def run(self) -> None:
@@ -65,6 +66,11 @@ class Worker:
                 with anyio.CancelScope() as loop_scope:
                     tg.start_soon(self._stop_when_asked, loop_scope)
                     await self._claim_loop(tg)
+                # Stopping: let in-flight executions finish within the grace period; the
+                # rest are cancelled and released (put back as pending) by _run_one.
+                with anyio.move_on_after(self.settings.shutdown_grace_seconds):
+                    while self._running > 0:
+                        await self._slot_freed.wait()
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):

@@ -64,6 +64,8 @@ class FlowzExecution(_Base, table=True):
     #: The journal position the execution waits at, and how many children it still waits for.
     wait_position: int | None = None
     wait_count: int = 0
+    #: For a child: the parent's wait_position while the parent waits for it.
+    awaited_at: int | None = None
     created_at: float
     updated_at: float
     started_at: float | None = None

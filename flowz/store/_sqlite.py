@@ -299,6 +299,7 @@ class SqliteStore:
                 cur.execute(
                     "UPDATE flowz_executions SET status = 'pending', attempt = 0, error = NULL, "
                     "output = NULL, finished_at = NULL, wait_position = NULL, wait_count = 0, "
+                    "awaited_at = NULL, "
                     f"run_at = ?, updated_at = ? WHERE id IN ({marks})",
                     (now, now, *chunk),
                 )
@@ -326,12 +327,8 @@ class SqliteStore:
                 f"RETURNING {_COLUMNS}",
                 (token, worker_id, now + lease_seconds, now, now, queue, now, *names, limit),
             ).fetchall()
-        claims = []
-        for r in rows:
-            row = _row(r)
-            fence = Fence(row.id, token)
-            claims.append(Claim(row, fence, resumed=row.started_at != now))
-        return claims
+        executions = sorted((_row(r) for r in rows), key=lambda e: (-e.priority, e.run_at))
+        return [Claim(e, Fence(e.id, token), resumed=e.started_at != now) for e in executions]
 
     async def next_due_at(self, names: Sequence[str], queue: str) -> float | None:
         if not names:
@@ -441,7 +438,7 @@ class SqliteStore:
             waiting_on = 0
             for chunk in _chunks(positions):
                 cur.execute(
-                    "UPDATE flowz_executions SET wait_position = ? WHERE parent_id = ? "
+                    "UPDATE flowz_executions SET awaited_at = ? WHERE parent_id = ? "
                     f"AND position IN ({','.join('?' * len(chunk))}) "
                     f"AND status NOT IN ({_TERMINAL_SQL})",
                     (wait_position, fence.execution_id, *chunk),
@@ -504,7 +501,7 @@ class SqliteStore:
                 "UPDATE flowz_executions SET status = ?, output = ?, error = ?, finished_at = ?, "
                 "updated_at = ?, claim_token = NULL, lease_owner = NULL, lease_expires_at = NULL "
                 "WHERE id = ? AND claim_token = ? AND status = 'running' "
-                "RETURNING parent_id, wait_position",
+                "RETURNING parent_id, awaited_at",
                 (
                     status,
                     _dumps_or_none(output),
@@ -517,8 +514,8 @@ class SqliteStore:
             ).fetchone()
             if done is None:
                 raise LeaseLost(fence.execution_id)
-            parent_id, wait_position = done
-            if parent_id is not None and wait_position is not None:
+            parent_id, awaited_at = done
+            if parent_id is not None and awaited_at is not None:
                 # The last awaited child makes the parent runnable; a failure wakes it at once.
                 wake_now = "1" if status != "succeeded" else "wait_count - 1 <= 0"
                 cur.execute(
@@ -526,7 +523,7 @@ class SqliteStore:
                     f"status = CASE WHEN {wake_now} THEN 'pending' ELSE status END, "
                     f"run_at = CASE WHEN {wake_now} THEN ? ELSE run_at END, updated_at = ? "
                     "WHERE id = ? AND status = 'waiting' AND wait_position = ?",
-                    (now, now, parent_id, wait_position),
+                    (now, now, parent_id, awaited_at),
                 )
         self._notify()
 

@@ -1,0 +1,464 @@
+"""Journal, replay, retries, timeouts and durable helpers, run in-process on SQLite."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+import uuid
+from collections import Counter
+
+import anyio
+import pytest
+
+import flowz
+from flowz import gather_durable, step, workflow
+from flowz._config import Settings
+from flowz.errors import NonDeterminismError, SerializationError, StepTimeoutError, UsageError
+from flowz.store import open_store
+
+calls: Counter[str] = Counter()
+
+
+@pytest.fixture(autouse=True)
+def _reset_calls() -> None:
+    calls.clear()
+
+
+async def journal_of(run_id: str) -> dict[int, object]:
+    store = await open_store(Settings.from_env())
+    try:
+        return await store.read_journal(run_id)  # type: ignore[return-value]
+    finally:
+        await store.aclose()
+
+
+async def row_of(run_id: str) -> object:
+    store = await open_store(Settings.from_env())
+    try:
+        return await store.get_execution(run_id)
+    finally:
+        await store.aclose()
+
+
+@step
+async def add(a: int, b: int) -> int:
+    calls["add"] += 1
+    return a + b
+
+
+@step
+def multiply(a: int, b: int) -> int:
+    calls["multiply"] += 1
+    calls[f"thread:{threading.current_thread() is threading.main_thread()}"] += 1
+    return a * b
+
+
+class Boom(Exception):
+    pass
+
+
+@step
+async def explode_once(tag: str) -> str:
+    calls[f"explode:{tag}"] += 1
+    if calls[f"explode:{tag}"] == 1:
+        raise Boom(f"first call of {tag}")
+    return tag
+
+
+@workflow
+async def arithmetic(x: int) -> int:
+    y = await add(x, 1)
+    z = await multiply(y, 10)
+    return await add(z, 0)
+
+
+def test_a_step_outside_a_workflow_is_a_plain_call() -> None:
+    async def main() -> tuple[int, int]:
+        return await add(2, 3), await multiply(2, 3)
+
+    assert anyio.run(main) == (5, 6)
+    assert calls["add"] == 1 and calls["multiply"] == 1
+
+
+def test_inline_steps_run_and_are_journaled(database_url: str) -> None:
+    assert flowz.run(arithmetic, 4, id="a1") == 50
+    assert calls["add"] == 2 and calls["multiply"] == 1
+    assert calls["thread:False"] == 1, "a sync step runs in a worker thread"
+    journal = anyio.run(journal_of, "a1")
+    assert sorted(journal) == [0, 1, 2]
+    assert [journal[p].name for p in range(3)] == [add.name, multiply.name, add.name]  # type: ignore[attr-defined]
+
+
+def test_a_finished_run_returns_its_stored_result_without_running(database_url: str) -> None:
+    assert flowz.run(arithmetic, 4, id="a2") == 50
+    calls.clear()
+    assert flowz.run(arithmetic, 4, id="a2") == 50
+    assert calls == Counter()
+
+
+@workflow
+async def fails_after_two_steps(x: int) -> int:
+    a = await add(x, 1)
+    b = await multiply(a, 2)
+    return await explode_once(str(b)) and b
+
+
+def test_retry_replays_completed_steps_and_reruns_the_failed_one(database_url: str) -> None:
+    with pytest.raises(Boom, match="first call of 4"):
+        flowz.run(fails_after_two_steps, 1, id="r1")
+    assert (calls["add"], calls["multiply"], calls["explode:4"]) == (1, 1, 1)
+
+    async def retry() -> int:
+        handle = await fails_after_two_steps.start(1, id="r1")
+        assert await handle.status() == flowz.Status.FAILED
+        await handle.retry()
+        return await fails_after_two_steps.run(1, id="r1")
+
+    assert anyio.run(retry) == 4
+    assert (calls["add"], calls["multiply"], calls["explode:4"]) == (1, 1, 2)
+
+
+def test_a_rebuilt_error_carries_the_remote_traceback(database_url: str) -> None:
+    with pytest.raises(Boom) as first:
+        flowz.run(fails_after_two_steps, 5, id="tb")
+    del first
+    with pytest.raises(Boom) as stored:
+        flowz.run(fails_after_two_steps, 5, id="tb")
+    assert any("Remote traceback" in note for note in stored.value.__notes__)
+    assert any("explode_once" in note for note in stored.value.__notes__)
+
+
+def make_versioned(version: int) -> flowz.WorkflowFunction[[int], int]:
+    @workflow(name="tests:versioned")
+    async def versioned(x: int) -> int:
+        if version == 1:
+            await add(x, 1)
+        else:
+            await multiply(x, 1)
+        return await explode_once(f"v{x}") and x
+
+    return versioned
+
+
+def test_changing_the_workflow_between_runs_raises_non_determinism(database_url: str) -> None:
+    with pytest.raises(Boom):
+        flowz.run(make_versioned(1), 7, id="nd")
+    changed = make_versioned(2)
+
+    async def retry() -> None:
+        handle = await changed.start(7, id="nd")
+        await handle.retry()
+        await changed.run(7, id="nd")
+
+    with pytest.raises(NonDeterminismError) as caught:
+        anyio.run(retry)
+    assert add.name in str(caught.value) and multiply.name in str(caught.value)
+    assert "position 0" in str(caught.value)
+    assert calls["multiply"] == 0
+    row = anyio.run(row_of, "nd")
+    assert row.status == "failed"  # type: ignore[attr-defined]
+    assert "NonDeterminismError" in row.error["type"]  # type: ignore[attr-defined]
+
+    restored = make_versioned(1)
+
+    async def retry_restored() -> int:
+        handle = await restored.start(7, id="nd")
+        await handle.retry()
+        return await restored.run(7, id="nd")
+
+    assert anyio.run(retry_restored) == 7
+
+
+flaky_attempts: Counter[str] = Counter()
+
+
+@step(retries=2, retry_delay=0.01, backoff=1.0)
+async def flaky(tag: str) -> str:
+    flaky_attempts[tag] += 1
+    if flaky_attempts[tag] <= 2:
+        raise ConnectionError(f"{tag} attempt {flaky_attempts[tag]}")
+    return f"{tag} ok after {flaky_attempts[tag]}"
+
+
+@step(retries=1, retry_delay=0.01, retry_on=ConnectionError)
+async def wrong_kind_of_error(tag: str) -> str:
+    flaky_attempts[tag] += 1
+    raise ValueError(tag)
+
+
+@workflow
+async def uses_flaky(tag: str) -> str:
+    return await flaky(tag)
+
+
+@workflow
+async def uses_wrong_kind(tag: str) -> str:
+    return await wrong_kind_of_error(tag)
+
+
+@workflow
+async def gathers_flaky(tag: str) -> list[str]:
+    return await gather_durable(flaky(tag + "-child"))
+
+
+def test_a_step_that_fails_twice_succeeds_on_its_third_attempt(database_url: str) -> None:
+    assert flowz.run(uses_flaky, "x", id="f1") == "x ok after 3"
+    entry = anyio.run(journal_of, "f1")[0]
+    assert entry.attempt == 3 and entry.status == "succeeded"  # type: ignore[attr-defined]
+
+
+def test_a_child_step_is_retried_by_its_own_policy(database_url: str) -> None:
+    assert flowz.run(gathers_flaky, "g", id="f2") == ["g-child ok after 3"]
+    row = anyio.run(row_of, "f2/0/0")
+    assert row.attempt == 3 and row.status == "succeeded"  # type: ignore[attr-defined]
+
+
+def test_errors_outside_retry_on_are_not_retried(database_url: str) -> None:
+    with pytest.raises(ValueError, match="w"):
+        flowz.run(uses_wrong_kind, "w")
+    assert flaky_attempts["w"] == 1
+
+
+@step(timeout=0.2)
+async def too_slow() -> None:
+    await anyio.sleep(30)
+
+
+@step(timeout=0.2)
+def too_slow_sync() -> None:
+    time.sleep(1)
+
+
+@workflow
+async def times_out(sync: bool) -> None:
+    await (too_slow_sync() if sync else too_slow())
+
+
+@pytest.mark.parametrize("sync", [False, True])
+def test_a_step_past_its_timeout_fails_with_a_timeout_error(database_url: str, sync: bool) -> None:
+    started = time.monotonic()
+    with pytest.raises(StepTimeoutError, match=r"timeout of 0\.2 s") as caught:
+        flowz.run(times_out, sync)
+    assert isinstance(caught.value, TimeoutError)
+    assert time.monotonic() - started < 5
+
+
+@step(retries=1, retry_delay=1.5, backoff=1.0)
+async def slow_retry(tag: str) -> str:
+    calls[tag] += 1
+    if calls[tag] == 1:
+        raise ConnectionError("later")
+    return "done"
+
+
+@workflow
+async def suspends_for_a_retry(tag: str) -> str:
+    return await slow_retry(tag)
+
+
+def test_a_long_retry_delay_suspends_the_workflow(database_url: str) -> None:
+    async def main() -> tuple[str, object]:
+        handle = await suspends_for_a_retry.start("s", id="long")
+        store = await open_store(Settings.from_env())
+        from flowz._registry import default_registry
+        from flowz._worker import Worker
+
+        worker = Worker(store, default_registry(), Settings.from_env())
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            while calls["s"] == 0:
+                await anyio.sleep(0.01)
+            await anyio.sleep(0.2)
+            row = await store.get_execution("long")
+            journal = await store.read_journal("long")
+            assert row is not None and row.status == "pending" and row.run_at > time.time()
+            assert journal[0].status == "retrying" and journal[0].attempt == 1
+            result = await handle.result(timeout=10)
+            worker.stop()
+        await store.aclose()
+        return result, None
+
+    assert anyio.run(main)[0] == "done"
+    assert calls["s"] == 2
+
+
+@workflow
+async def timestamps() -> tuple[dt.datetime, uuid.UUID, float]:
+    moment = await flowz.now()
+    ident = await flowz.uuid4()
+    chance = await flowz.random()
+    await explode_once("helpers")
+    return moment, ident, chance
+
+
+def test_now_uuid4_and_random_replay_the_same_values(database_url: str) -> None:
+    with pytest.raises(Boom):
+        flowz.run(timestamps, id="h")
+    first = anyio.run(journal_of, "h")
+
+    async def retry() -> tuple[dt.datetime, uuid.UUID, float]:
+        handle = await timestamps.start(id="h")
+        await handle.retry()
+        return await timestamps.run(id="h")
+
+    moment, ident, chance = anyio.run(retry)
+    assert moment.isoformat() == first[0].output  # type: ignore[attr-defined]
+    assert str(ident) == first[1].output  # type: ignore[attr-defined]
+    assert chance == first[2].output  # type: ignore[attr-defined]
+    assert moment.tzinfo is not None
+
+
+@workflow
+async def sleeper(seconds: float) -> str:
+    await add(1, 1)
+    await flowz.sleep(seconds)
+    return "woke"
+
+
+def test_a_durable_sleep_frees_the_worker_and_survives_a_restart(database_url: str) -> None:
+    async def main() -> str:
+        from flowz._registry import default_registry
+        from flowz._worker import Worker
+
+        settings = Settings.from_env()
+        handle = await sleeper.start(1.0, id="sl")
+        store = await open_store(settings)
+        worker = Worker(store, default_registry(), settings)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            while (row := await store.get_execution("sl")) is not None and row.attempt == 0:
+                await store.wait_for_change(0.05)
+            while calls["add"] == 0 or (await store.get_execution("sl")).status != "pending":  # type: ignore[union-attr]
+                await store.wait_for_change(0.05)
+            worker.stop()  # the process "stops" while the workflow sleeps
+        row = await store.get_execution("sl")
+        assert row is not None and row.status == "pending" and row.run_at > time.time()
+        await store.aclose()
+        # A new worker (as after a restart) finds the timer in the database.
+        return await sleeper.run(1.0, id="sl") and await handle.result()
+
+    started = time.monotonic()
+    assert anyio.run(main) == "woke"
+    assert time.monotonic() - started >= 1.0
+    assert calls["add"] == 1
+
+
+def test_idempotent_start_by_id(database_url: str) -> None:
+    async def main() -> None:
+        first = await arithmetic.start(1, id="same")
+        second = await arithmetic.start(99, id="same")
+        assert first.id == second.id == "same"
+        assert await arithmetic.run(99, id="same") == 20
+        store = await open_store(Settings.from_env())
+        rows = await store.list_executions("same")
+        await store.aclose()
+        assert len(rows) == 1 and rows[0].input == {"x": 1}
+        with pytest.raises(UsageError, match="already belongs to a run of"):
+            await uses_flaky.start("z", id="same")
+
+    anyio.run(main)
+
+
+@step
+async def whoami() -> str:
+    return flowz.current_step().idempotency_key
+
+
+@workflow
+async def keys() -> list[str]:
+    inline = await whoami()
+    children = await gather_durable(whoami(), whoami())
+    return [inline, *children]
+
+
+def test_idempotency_keys_are_stable_and_distinct(database_url: str) -> None:
+    assert flowz.run(keys, id="k") == ["k#0", "k/1/0#0", "k/1/1#0"]
+    with pytest.raises(UsageError, match="outside a step"):
+        flowz.current_step()
+
+
+@workflow
+async def concurrent_inline(n: int) -> list[int]:
+    results: list[int] = [0] * n
+
+    async def one(i: int) -> None:
+        await anyio.sleep((n - i) * 0.01)
+        results[i] = await add(i, 100)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(n):
+            tg.start_soon(one, i)
+    return results
+
+
+def test_concurrent_inline_steps_replay_in_program_order(database_url: str) -> None:
+    assert flowz.run(concurrent_inline, 5, id="c") == [100, 101, 102, 103, 104]
+    journal = anyio.run(journal_of, "c")
+    assert sorted(journal) == [0, 1, 2, 3, 4]
+    calls.clear()
+    assert flowz.run(concurrent_inline, 5, id="c") == [100, 101, 102, 103, 104]
+    assert calls["add"] == 0
+
+
+def test_bad_decorator_use_is_refused_clearly() -> None:
+    with pytest.raises(UsageError, match="needs an async function"):
+        workflow(lambda: None)
+    with pytest.raises(UsageError, match="parameter named 'id'"):
+
+        @workflow
+        async def has_id(id: str) -> None: ...
+
+    with pytest.raises(UsageError, match="retries and retry_delay"):
+        step(retries=-1)
+    with pytest.raises(flowz.NotAWorkflowError, match="not a workflow"):
+        flowz.run(add, 1, 2)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="only inside a @workflow"):
+        anyio.run(lambda: gather_durable(add(1, 2)))
+
+
+class Opaque:
+    pass
+
+
+@step
+async def takes_anything(value):  # type: ignore[no-untyped-def]
+    return "stored"
+
+
+@step
+async def returns_opaque() -> int:
+    return Opaque()  # type: ignore[return-value]
+
+
+@workflow
+async def passes_opaque(kind: str) -> str:
+    await add(1, 1)
+    if kind == "argument":
+        return await takes_anything(Opaque())  # type: ignore[no-any-return]
+    await returns_opaque()
+    return "unreachable"
+
+
+def test_a_non_serialisable_run_input_fails_before_anything_is_stored(database_url: str) -> None:
+    with pytest.raises(SerializationError) as caught:
+        flowz.run(arithmetic, object(), id="bad")  # type: ignore[arg-type]
+    message = str(caught.value)
+    assert "arithmetic" in message and "'x'" in message and "object" in message
+    assert anyio.run(row_of, "bad") is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "named"), [("argument", "parameter 'value'"), ("result", "the result")]
+)
+def test_a_non_serialisable_step_value_fails_the_run_naming_step_and_value(
+    database_url: str, kind: str, named: str
+) -> None:
+    with pytest.raises(SerializationError) as caught:
+        flowz.run(passes_opaque, kind, id=kind)
+    message = str(caught.value)
+    assert named in message and "Opaque" in message
+    step_name = takes_anything.name if kind == "argument" else returns_opaque.name
+    assert step_name in message
+    journal = anyio.run(journal_of, kind)
+    assert journal[0].status == "succeeded"  # type: ignore[attr-defined]

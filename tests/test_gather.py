@@ -1,0 +1,265 @@
+"""gather_durable, schedule and wait_all: children as independent durable executions."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import uuid
+from collections import Counter
+
+import anyio
+import pydantic
+import pytest
+
+import flowz
+from flowz import gather_durable, step, workflow
+from flowz._config import Settings
+from flowz.store import open_store
+from flowz.store._protocol import ExecutionRow
+
+calls: Counter[str] = Counter()
+failures_left: dict[int, int] = {}
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    calls.clear()
+    failures_left.clear()
+
+
+async def tree(run_id: str) -> list[ExecutionRow]:
+    store = await open_store(Settings.from_env())
+    try:
+        return await store.list_executions(run_id)
+    finally:
+        await store.aclose()
+
+
+@step
+async def double(x: int) -> int:
+    calls[f"double:{x}"] += 1
+    return 2 * x
+
+
+@step
+async def slow_double(x: int, n: int) -> int:
+    await anyio.sleep((n - x) * 0.05)  # the last call finishes first
+    return 2 * x
+
+
+@workflow
+async def reverse_finish(n: int) -> list[int]:
+    return await gather_durable(*(slow_double(i, n) for i in range(n)))
+
+
+def test_results_come_back_in_call_order_when_children_finish_in_reverse(
+    database_url: str,
+) -> None:
+    assert flowz.run(reverse_finish, 6, id="rev") == [0, 2, 4, 6, 8, 10]
+    children = [r for r in anyio.run(tree, "rev") if r.parent_id == "rev"]
+    by_finish = sorted(children, key=lambda r: r.finished_at or 0)
+    assert [r.child_index for r in by_finish] == [5, 4, 3, 2, 1, 0]
+
+
+class ChildError(Exception):
+    pass
+
+
+@step
+async def maybe_fail(i: int) -> int:
+    calls[f"maybe_fail:{i}"] += 1
+    if failures_left.get(i, 0) > 0:
+        failures_left[i] -= 1
+        raise ChildError(f"child {i} failed")
+    if i != 2:
+        await anyio.sleep(0.2)  # siblings are still running when child 2 fails
+    return i * 10
+
+
+@workflow
+async def fan_with_failure(n: int) -> list[int]:
+    return await gather_durable(*(maybe_fail(i) for i in range(n)))
+
+
+def test_a_failed_child_raises_in_the_parent_and_its_siblings_complete(database_url: str) -> None:
+    failures_left[2] = 1
+    with pytest.raises(ChildError, match="child 2 failed"):
+        flowz.run(fan_with_failure, 5, id="ff")
+    parent_failed_at = next(r for r in anyio.run(tree, "ff") if r.id == "ff").finished_at
+
+    async def finish_siblings() -> list[ExecutionRow]:
+        # The siblings were running when the parent failed; a worker finishes them.
+        from flowz._registry import default_registry
+        from flowz._worker import Worker
+
+        store = await open_store(Settings.from_env())
+        worker = Worker(store, default_registry(), Settings.from_env())
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            while any(r.status not in ("succeeded", "failed") for r in await tree("ff")):
+                await store.wait_for_change(0.05)
+            worker.stop()
+        await store.aclose()
+        return await tree("ff")
+
+    rows = {r.id: r for r in anyio.run(finish_siblings)}
+    assert rows["ff"].status == "failed"
+    assert [rows[f"ff/0/{i}"].status for i in range(5)] == [
+        "succeeded",
+        "succeeded",
+        "failed",
+        "succeeded",
+        "succeeded",
+    ]
+    assert parent_failed_at is not None
+    assert all(rows[f"ff/0/{i}"].finished_at > parent_failed_at for i in (0, 1, 3, 4))  # type: ignore[operator]
+
+    async def retry() -> list[int]:
+        handle = await fan_with_failure.start(5, id="ff")
+        await handle.retry()
+        return await fan_with_failure.run(5, id="ff")
+
+    assert anyio.run(retry) == [0, 10, 20, 30, 40]
+    assert [calls[f"maybe_fail:{i}"] for i in range(5)] == [1, 1, 2, 1, 1]
+
+
+@workflow
+async def fan_return_exceptions(n: int) -> list[str]:
+    results = await gather_durable(*(maybe_fail(i) for i in range(n)), return_exceptions=True)
+    return [type(r).__name__ if isinstance(r, BaseException) else str(r) for r in results]
+
+
+def test_return_exceptions_returns_errors_in_place_after_all_children_end(
+    database_url: str,
+) -> None:
+    failures_left[1] = 1
+    assert flowz.run(fan_return_exceptions, 3) == ["0", "ChildError", "20"]
+
+
+@workflow
+async def leaf(x: int) -> int:
+    a, b = await gather_durable(double(x), double(x + 1))
+    return a + b
+
+
+@workflow
+async def middle(x: int) -> int:
+    return sum(await gather_durable(leaf(x), leaf(x + 10)))
+
+
+@workflow
+async def nested(x: int) -> int:
+    first = await middle(x)  # a child workflow awaited alone
+    return first + sum(await gather_durable(middle(x + 100), middle(x + 200)))
+
+
+def test_workflow_children_fan_out_again_as_a_durable_tree(database_url: str) -> None:
+    def expected_middle(x: int) -> int:
+        return sum(2 * v + 2 * (v + 1) for v in (x, x + 10))
+
+    assert flowz.run(nested, 1, id="tree") == sum(expected_middle(x) for x in (1, 101, 201))
+    rows = anyio.run(tree, "tree")
+    assert len(rows) == 1 + 3 + 6 + 12
+    assert all(r.status == "succeeded" and r.root_id == "tree" for r in rows)
+    depth = max(r.id.count("/") for r in rows) // 2
+    assert depth == 3
+
+
+@workflow
+async def dynamic(n: int) -> list[int]:
+    width = await double(n)  # decided at run time
+    return await gather_durable(*(double(i) for i in range(width)))
+
+
+@workflow
+async def empty() -> list[int]:
+    return await gather_durable()
+
+
+def test_empty_and_dynamic_gathers(database_url: str) -> None:
+    assert flowz.run(empty) == []
+    assert flowz.run(dynamic, 3) == [0, 2, 4, 6, 8, 10]
+    assert flowz.run(dynamic, 0) == []
+
+
+@workflow
+async def schedules(n: int) -> tuple[int, list[int], int]:
+    h1 = flowz.schedule(double(n))
+    h2 = flowz.schedule(double(n + 1))
+    inline = await double(100)  # the workflow goes on while the children run
+    both = await flowz.wait_all([h2, h1])
+    alone = await flowz.schedule(double(7))
+    return inline, both, alone
+
+
+def test_schedule_wait_all_and_awaiting_a_handle(database_url: str) -> None:
+    assert flowz.run(schedules, 1, id="sch") == (200, [4, 2], 14)
+    rows = {r.id: r for r in anyio.run(tree, "sch")}
+    assert {"sch/0/0", "sch/1/0", "sch/4/0"} <= set(rows)
+
+
+@workflow
+async def wide(n: int) -> int:
+    return sum(await gather_durable(*(double(i) for i in range(n))))
+
+
+@pytest.mark.timeout(120)
+def test_ten_thousand_children_in_one_gather(database_url: str) -> None:
+    assert flowz.run(wide, 10_000, id="wide") == 2 * sum(range(10_000))
+    rows = anyio.run(tree, "wide")
+    assert len(rows) == 10_001
+    assert all(calls[f"double:{i}"] == 1 for i in range(10_000))
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: float
+
+
+class Order(pydantic.BaseModel):
+    id: uuid.UUID
+    placed: dt.datetime
+    color: Color
+    points: list[Point]
+    tags: tuple[str, ...]
+    extra: dict[str, int]
+
+
+@step
+async def echo_order(order: Order, when: dt.date, pair: tuple[int, str]) -> Order:
+    assert isinstance(order, Order) and isinstance(when, dt.date) and isinstance(pair, tuple)
+    return order.model_copy(update={"tags": (*order.tags, when.isoformat(), pair[1])})
+
+
+@workflow
+async def typed(order: Order) -> tuple[Order, Order, dict[str, Point]]:
+    inline = await echo_order(order, dt.date(2026, 1, 2), (1, "x"))
+    [child] = await gather_durable(echo_order(order, dt.date(2026, 1, 3), (2, "y")))
+    return inline, child, {"p": order.points[0]}
+
+
+def test_typed_values_round_trip_as_the_same_types(database_url: str) -> None:
+    order = Order(
+        id=uuid.uuid4(),
+        placed=dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC),
+        color=Color.BLUE,
+        points=[Point(1, 2.5)],
+        tags=("a",),
+        extra={"k": 1},
+    )
+    inline, child, mapping = flowz.run(typed, order, id="typed")
+    assert isinstance(inline, Order) and isinstance(child, Order)
+    assert inline.tags == ("a", "2026-01-02", "x") and child.tags == ("a", "2026-01-03", "y")
+    assert child.id == order.id and child.placed == order.placed and child.color is Color.BLUE
+    assert isinstance(child.points[0], Point) and mapping == {"p": Point(1, 2.5)}
+    # And the same, typed, when the stored result is read back.
+    again = flowz.run(typed, order, id="typed")
+    assert again == (inline, child, mapping)
+    assert isinstance(again[2]["p"], Point)

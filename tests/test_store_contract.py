@@ -1,0 +1,304 @@
+"""The Store contract: every store implementation must pass this suite."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from flowz.errors import SchemaVersionError
+from flowz.store import Store
+from flowz.store._protocol import Fence, JournalEntry, LeaseLost, NewExecution
+
+pytestmark = pytest.mark.anyio
+
+NAMES = ["wf", "child"]
+
+
+def run_factory(run_id: str = "r1", **overrides: object) -> NewExecution:
+    values: dict[str, object] = {
+        "id": run_id,
+        "root_id": run_id,
+        "kind": "workflow",
+        "name": "wf",
+        "input": {"n": 1},
+    }
+    values.update(overrides)
+    return NewExecution(**values)  # type: ignore[arg-type]
+
+
+def child_factory(parent: str, position: int, index: int, **overrides: object) -> NewExecution:
+    values: dict[str, object] = {
+        "id": f"{parent}/{position}/{index}",
+        "root_id": parent.split("/")[0],
+        "parent_id": parent,
+        "position": position,
+        "child_index": index,
+        "kind": "step",
+        "name": "child",
+        "input": {"i": index},
+        "max_attempts": 2,
+    }
+    values.update(overrides)
+    return NewExecution(**values)  # type: ignore[arg-type]
+
+
+async def claim_one(store: Store, worker: str = "w1", names: list[str] = NAMES) -> Fence:
+    claims = await store.claim(worker, names, "default", 1, 30)
+    assert len(claims) == 1
+    return claims[0].fence
+
+
+async def suspended_parent(store: Store, width: int) -> Fence:
+    """A claimed run that scheduled `width` children at position 0 and waits at position 1."""
+    await store.create_run(run_factory())
+    fence = await claim_one(store, names=["wf"])
+    children = [child_factory("r1", 0, i) for i in range(width)]
+    entry = JournalEntry(0, "gather", "child", "scheduled", output={"width": width})
+    assert await store.wait_for_children(fence, 1, [0], [entry], children)
+    return fence
+
+
+async def test_create_run_is_idempotent_by_id(store: Store) -> None:
+    row, created = await store.create_run(run_factory(input={"n": 1}))
+    again, created_again = await store.create_run(run_factory(input={"n": 2}))
+    assert created and not created_again
+    assert again.input == {"n": 1} == row.input
+    assert row.status == "pending" and row.attempt == 0
+
+
+async def test_migrate_is_idempotent(store: Store) -> None:
+    await store.create_run(run_factory())
+    await store.migrate()
+    assert await store.get_execution("r1") is not None
+
+
+async def test_newer_schema_is_refused(store: Store, tmp_path: object) -> None:
+    from flowz.store import SqliteStore
+
+    if not isinstance(store, SqliteStore):
+        pytest.skip("the version row is written the same way by every store")
+    store._db.execute("INSERT INTO flowz_schema (version) VALUES (99)")
+    with pytest.raises(SchemaVersionError, match="v99"):
+        await store.migrate()
+
+
+async def test_claim_takes_only_due_known_work_of_its_queue_by_priority(store: Store) -> None:
+    await store.create_run(run_factory("low", priority=0))
+    await store.create_run(run_factory("high", priority=5))
+    await store.create_run(run_factory("later", run_at=time.time() + 3600))
+    await store.create_run(run_factory("other-queue", queue="q2"))
+    await store.create_run(run_factory("unknown", name="not-registered"))
+    claims = await store.claim("w1", NAMES, "default", 10, 30)
+    assert [c.execution.id for c in claims] == ["high", "low"]
+    assert all(c.execution.status == "running" and c.execution.attempt == 1 for c in claims)
+    assert all(not c.resumed for c in claims)
+    assert await store.claim("w2", NAMES, "default", 10, 30) == []
+    due = await store.next_due_at(NAMES, "default")
+    assert due is not None and due > time.time() + 3000
+
+
+async def test_claim_respects_the_batch_limit(store: Store) -> None:
+    for i in range(5):
+        await store.create_run(run_factory(f"r{i}"))
+    assert len(await store.claim("w1", NAMES, "default", 3, 30)) == 3
+    assert len(await store.claim("w1", NAMES, "default", 3, 30)) == 2
+
+
+async def test_a_stale_fence_cannot_write(store: Store) -> None:
+    await store.create_run(run_factory())
+    old = await claim_one(store)
+    await store.release(old)
+    new = await claim_one(store, "w2")
+    assert new.token != old.token
+    with pytest.raises(LeaseLost):
+        await store.append_journal(old, JournalEntry(0, "step", "s", "succeeded", output=1))
+    with pytest.raises(LeaseLost):
+        await store.finish(old, "succeeded", 1, None)
+    await store.finish(new, "succeeded", 2, None)
+    row = await store.get_execution("r1")
+    assert row is not None and row.status == "succeeded" and row.output == 2
+    assert await store.read_journal("r1") == {}
+
+
+async def test_a_finished_execution_never_changes(store: Store) -> None:
+    await store.create_run(run_factory())
+    fence = await claim_one(store)
+    await store.finish(fence, "failed", None, {"type": "x:E", "message": "boom"})
+    with pytest.raises(LeaseLost):
+        await store.finish(fence, "succeeded", 1, None)
+    row = await store.get_execution("r1")
+    assert row is not None and row.status == "failed"
+
+
+async def test_journal_entries_are_read_back_and_replaced_by_position(store: Store) -> None:
+    await store.create_run(run_factory())
+    fence = await claim_one(store)
+    await store.append_journal(fence, JournalEntry(0, "step", "a", "retrying", attempt=1))
+    await store.append_journal(
+        fence, JournalEntry(0, "step", "a", "succeeded", {"x": [1]}, None, 2)
+    )
+    await store.append_journal(fence, JournalEntry(1, "now", "flowz.now", "succeeded", "t"))
+    journal = await store.read_journal("r1")
+    assert sorted(journal) == [0, 1]
+    assert journal[0].status == "succeeded" and journal[0].output == {"x": [1]}
+    assert journal[0].attempt == 2
+
+
+async def test_a_resumed_claim_says_so(store: Store) -> None:
+    await store.create_run(run_factory())
+    fence = await claim_one(store)
+    await store.suspend_until(fence, time.time() - 1, None)
+    [claim] = await store.claim("w1", NAMES, "default", 1, 30)
+    assert claim.resumed
+
+
+async def test_waiting_on_finished_children_does_not_suspend(store: Store) -> None:
+    fence = await suspended_parent(store, 1)
+    [child] = await store.claim("w1", ["child"], "default", 5, 30)
+    await store.finish(child.fence, "succeeded", 10, None)
+    parent = await claim_one(store, names=["wf"])
+    assert parent.token != fence.token
+    assert not await store.wait_for_children(parent, 2, [0])
+    [row] = await store.child_results("r1", [0])
+    assert row.output == 10
+
+
+async def test_the_last_child_wakes_the_parent_exactly_once(store: Store) -> None:
+    await suspended_parent(store, 3)
+    parent = await store.get_execution("r1")
+    assert parent is not None and parent.status == "waiting" and parent.lease_owner is None
+    children = await store.claim("w1", ["child"], "default", 5, 30)
+    assert len(children) == 3
+    for i, child in enumerate(reversed(children)):
+        await store.finish(child.fence, "succeeded", i, None)
+        parent = await store.get_execution("r1")
+        assert parent is not None
+        assert parent.status == ("pending" if i == 2 else "waiting")
+    assert len(await store.claim("w2", ["wf"], "default", 5, 30)) == 1
+    assert await store.claim("w3", ["wf"], "default", 5, 30) == []
+    rows = await store.child_results("r1", [0])
+    assert [r.child_index for r in rows] == [0, 1, 2]
+    assert [r.output for r in rows] == [2, 1, 0]
+
+
+async def test_a_failed_child_wakes_the_parent_at_once(store: Store) -> None:
+    await suspended_parent(store, 3)
+    children = await store.claim("w1", ["child"], "default", 5, 30)
+    await store.finish(children[1].fence, "failed", None, {"type": "x:E", "message": "no"})
+    parent = await store.get_execution("r1")
+    assert parent is not None and parent.status == "pending"
+    await store.finish(children[0].fence, "succeeded", 1, None)
+    parent = await store.get_execution("r1")
+    assert parent is not None and parent.status == "pending"
+    statuses = [r.status for r in await store.child_results("r1", [0])]
+    assert statuses == ["succeeded", "failed", "running"]
+
+
+async def test_a_child_outside_the_current_wait_does_not_wake_the_parent(store: Store) -> None:
+    await store.create_run(run_factory())
+    fence = await claim_one(store, names=["wf"])
+    await store.schedule_children(
+        fence,
+        [
+            JournalEntry(0, "schedule", "child", "scheduled", output={"width": 1}),
+            JournalEntry(1, "schedule", "child", "scheduled", output={"width": 1}),
+        ],
+        [child_factory("r1", 0, 0), child_factory("r1", 1, 0)],
+    )
+    assert await store.wait_for_children(fence, 2, [1])
+    claims = {c.execution.position: c for c in await store.claim("w1", ["child"], "default", 5, 30)}
+    await store.finish(claims[0].fence, "succeeded", 0, None)
+    parent = await store.get_execution("r1")
+    assert parent is not None and parent.status == "waiting"
+    await store.finish(claims[1].fence, "succeeded", 1, None)
+    parent = await store.get_execution("r1")
+    assert parent is not None and parent.status == "pending"
+
+
+async def test_retry_later_counts_the_attempt_and_delays_it(store: Store) -> None:
+    await suspended_parent(store, 1)
+    [child] = await store.claim("w1", ["child"], "default", 5, 30)
+    await store.retry_later(child.fence, time.time() + 3600, {"type": "x:E", "message": "once"})
+    row = await store.get_execution("r1/0/0")
+    assert row is not None and row.status == "pending" and row.attempt == 2
+    assert row.error == {"type": "x:E", "message": "once"}
+    assert await store.claim("w1", ["child"], "default", 5, 30) == []
+
+
+async def test_expired_leases_and_dead_workers_are_reaped(store: Store) -> None:
+    await store.create_run(run_factory("expired"))
+    await store.create_run(run_factory("dead-owner"))
+    await store.create_run(run_factory("alive"))
+    await store.register_worker("dead", "host", 1)
+    await store.claim("short", NAMES, "default", 1, -1)
+    await store.claim("dead", NAMES, "default", 1, 30)
+    await store.claim("alive", NAMES, "default", 1, 30)
+    assert await store.reap(["dead"]) == 2
+    assert [w.id for w in await store.list_workers()] == []
+    statuses = {
+        r: (await store.get_execution(r)).status for r in ("expired", "dead-owner", "alive")
+    }  # type: ignore[union-attr]
+    assert statuses == {"expired": "pending", "dead-owner": "pending", "alive": "running"}
+
+
+async def test_heartbeat_renews_leases(store: Store) -> None:
+    await store.create_run(run_factory())
+    await store.register_worker("w1", "host", 1)
+    await store.claim("w1", NAMES, "default", 1, 0.01)
+    await store.heartbeat("w1", 3600)
+    assert await store.reap([]) == 0
+    row = await store.get_execution("r1")
+    assert row is not None and row.lease_expires_at is not None
+    assert row.lease_expires_at > time.time() + 3000
+
+
+async def test_deregistering_a_worker_puts_its_work_back(store: Store) -> None:
+    await store.create_run(run_factory())
+    await store.register_worker("w1", "host", 1)
+    await store.claim("w1", NAMES, "default", 1, 30)
+    await store.deregister_worker("w1")
+    row = await store.get_execution("r1")
+    assert row is not None and row.status == "pending" and row.lease_owner is None
+    assert await store.list_workers("host") == []
+
+
+async def test_retry_run_resets_failed_executions_and_their_failed_entries(store: Store) -> None:
+    fence = await suspended_parent(store, 2)
+    del fence
+    children = await store.claim("w1", ["child"], "default", 5, 30)
+    await store.finish(children[0].fence, "succeeded", 1, None)
+    await store.finish(children[1].fence, "failed", None, {"type": "x:E", "message": "no"})
+    parent = await claim_one(store, names=["wf"])
+    await store.append_journal(parent, JournalEntry(2, "step", "s", "failed", error={"m": 1}))
+    await store.finish(parent, "failed", None, {"type": "x:E", "message": "no"})
+    assert await store.retry_run("r1")
+    assert not await store.retry_run("r1")
+    rows = {r.id: r for r in await store.list_executions("r1")}
+    assert rows["r1"].status == "pending" and rows["r1"].error is None
+    assert rows["r1/0/0"].status == "succeeded"
+    assert rows["r1/0/1"].status == "pending" and rows["r1/0/1"].attempt == 0
+    assert sorted(await store.read_journal("r1")) == [0]
+    assert list(rows) == ["r1", "r1/0/0", "r1/0/1"]
+
+
+async def test_a_child_that_waited_on_its_own_children_still_wakes_its_parent(
+    store: Store,
+) -> None:
+    await store.create_run(run_factory())
+    root = await claim_one(store, names=["wf"])
+    child = child_factory("r1", 2, 0, kind="workflow", name="wf")
+    entry = JournalEntry(2, "schedule", "wf", "scheduled", output={"width": 1})
+    assert await store.wait_for_children(root, 3, [2], [entry], [child])
+    [middle] = await store.claim("w1", ["wf"], "default", 5, 30)
+    assert middle.execution.id == "r1/2/0"
+    grandchild = child_factory("r1/2/0", 0, 0)
+    entry = JournalEntry(0, "schedule", "child", "scheduled", output={"width": 1})
+    assert await store.wait_for_children(middle.fence, 1, [0], [entry], [grandchild])
+    [leaf] = await store.claim("w1", ["child"], "default", 5, 30)
+    await store.finish(leaf.fence, "succeeded", 1, None)
+    [middle] = await store.claim("w1", ["wf"], "default", 5, 30)
+    assert middle.execution.id == "r1/2/0" and middle.resumed
+    await store.finish(middle.fence, "succeeded", 2, None)
+    parent = await store.get_execution("r1")
+    assert parent is not None and parent.status == "pending"
