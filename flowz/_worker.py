@@ -52,8 +52,11 @@ class Worker:
         self._stopping = anyio.Event()
 
     def stop(self) -> None:
-        """Stop taking work; `run()` finishes what it runs (or, after the grace period,
-        releases it) and returns."""
+        """Stop taking work.
+
+        `run()` then lets running executions finish within the grace period, releases
+        the rest, and returns.
+        """
         self._stopping.set()
 
     async def run(self) -> None:

@@ -30,7 +30,7 @@ def run_factory(run_id: str = "r1", **overrides: object) -> NewExecution:
 def child_factory(parent: str, position: int, index: int, **overrides: object) -> NewExecution:
     values: dict[str, object] = {
         "id": f"{parent}/{position}/{index}",
-        "root_id": parent.split("/")[0],
+        "root_id": parent.split("/", maxsplit=1)[0],
         "parent_id": parent,
         "position": position,
         "child_index": index,

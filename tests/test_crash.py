@@ -1,0 +1,97 @@
+"""Crash recovery on SQLite: real processes, killed with SIGKILL mid-run, then restarted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+APP = Path(__file__).with_name("crash_app.py")
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
+
+
+def launch(tmp_path: Path, args: list[str], hang_in: str = "") -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "CRASH_LOG_DIR": str(tmp_path),
+        "CRASH_HANG_IN": hang_in,
+        "FLOWZ_DATABASE_URL": f"sqlite:///{tmp_path / 'crash.db'}",
+        # Far longer than the test's timeout: recovery must come from the dead pid, not expiry.
+        "FLOWZ_LEASE_SECONDS": "600",
+        "FLOWZ_POLL_SECONDS": "0.2",
+    }
+    return subprocess.Popen(
+        [sys.executable, str(APP), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def kill_when_ready(proc: subprocess.Popen[str], tmp_path: Path, lines: int = 0) -> None:
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "ready").exists() or len(calls(tmp_path)) < lines:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the run never reached the crash point"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()  # reaps the process and closes its pipes
+    (tmp_path / "ready").unlink()
+
+
+def calls(tmp_path: Path) -> list[str]:
+    log = tmp_path / "calls.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def finish(proc: subprocess.Popen[str]) -> str:
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return out.strip()
+
+
+def test_a_killed_run_resumes_without_redoing_completed_steps(tmp_path: Path) -> None:
+    kill_when_ready(launch(tmp_path, ["three_steps", "5", "run-1"], hang_in="three"), tmp_path)
+    assert calls(tmp_path) == ["one", "two", "three-start"]
+    assert finish(launch(tmp_path, ["three_steps", "5", "run-1"])) == str((5 + 1) * 2 + 3)
+    # one and two come from the journal; three, interrupted, runs again and completes once.
+    assert calls(tmp_path) == ["one", "two", "three-start", "three-start", "three-end"]
+
+
+def test_a_run_killed_while_children_run_completes_with_each_child_once(tmp_path: Path) -> None:
+    n = 20
+    proc = launch(tmp_path, ["fan", str(n), "fan-1"], hang_in="children")
+    kill_when_ready(proc, tmp_path, lines=n)
+    first = Counter(calls(tmp_path))
+    assert all(first[f"square-{i}"] == 1 for i in range(n))
+    started = time.monotonic()
+    assert finish(launch(tmp_path, ["fan", str(n), "fan-1"])) == str(sum(i * i for i in range(n)))
+    assert time.monotonic() - started < 30, "the dead worker's claims were taken over at once"
+    after = Counter(calls(tmp_path))
+    # Children that had finished are not run again; the interrupted ones run once more.
+    assert [after[f"square-{i}"] for i in range(n)] == [1 if i % 2 == 0 else 2 for i in range(n)]
+
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "crash.db")
+    rows = db.execute(
+        "SELECT status, count(*) FROM flowz_executions GROUP BY status ORDER BY status"
+    ).fetchall()
+    db.close()
+    assert rows == [("succeeded", n + 1)]
+
+
+def test_a_durable_sleep_survives_a_killed_process(tmp_path: Path) -> None:
+    started = time.monotonic()
+    kill_when_ready(launch(tmp_path, ["sleepy", "1", "sleep-1"], hang_in="sleep"), tmp_path)
+    assert finish(launch(tmp_path, ["sleepy", "1", "sleep-1"])) == "4"
+    assert time.monotonic() - started >= 2.0
+    assert calls(tmp_path) == ["one", "two"]
