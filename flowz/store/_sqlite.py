@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,16 @@ _TERMINAL_SQL = ", ".join(f"'{s}'" for s in TERMINAL_STATUSES)
 _CHUNK = 500  # bound parameters per IN (...) list
 # How often an idle worker checks whether another process committed (PRAGMA data_version is cheap).
 _OTHER_PROCESS_POLL = 0.05
+
+
+@dataclass(slots=True)
+class _Finish:
+    fence: Fence
+    status: str
+    output: JSON
+    error: JSON
+    done: anyio.Event = field(default_factory=anyio.Event)
+    failure: BaseException | None = None
 
 
 def _row(r: Sequence[Any]) -> ExecutionRow:
@@ -115,6 +126,7 @@ class SqliteStore:
                 "folder exists and is writable, or point FLOWZ_DATABASE_URL elsewhere."
             ) from exc
         self._changed: anyio.Event | None = None
+        self._finishing: list[_Finish] = []
 
     # -- plumbing -----------------------------------------------------------
     @contextmanager
@@ -495,29 +507,55 @@ class SqliteStore:
         self._notify()
 
     async def finish(self, fence: Fence, status: str, output: JSON, error: JSON) -> None:
+        # Group commit: completions that arrive in the same event-loop turn (concurrent
+        # children) share one transaction, so one fsync instead of one per child.
+        pending = _Finish(fence, status, output, error)
+        self._finishing.append(pending)
+        if len(self._finishing) == 1:
+            with anyio.CancelScope(shield=True):  # the leader commits for the others too
+                await anyio.sleep(0)
+                batch, self._finishing = self._finishing, []
+                try:
+                    self._finish_batch(batch)
+                except StoreError as exc:
+                    for item in batch:
+                        item.failure = exc
+                for item in batch:
+                    item.done.set()
+                self._notify()
+        else:
+            await pending.done.wait()
+        if pending.failure is not None:
+            raise pending.failure
+
+    def _finish_batch(self, batch: list[_Finish]) -> None:
         now = time.time()
         with self._tx() as cur:
-            done = cur.execute(
-                "UPDATE flowz_executions SET status = ?, output = ?, error = ?, finished_at = ?, "
-                "updated_at = ?, claim_token = NULL, lease_owner = NULL, lease_expires_at = NULL "
-                "WHERE id = ? AND claim_token = ? AND status = 'running' "
-                "RETURNING parent_id, awaited_at",
-                (
-                    status,
-                    _dumps_or_none(output),
-                    _dumps_or_none(error),
-                    now,
-                    now,
-                    fence.execution_id,
-                    fence.token,
-                ),
-            ).fetchone()
-            if done is None:
-                raise LeaseLost(fence.execution_id)
-            parent_id, awaited_at = done
-            if parent_id is not None and awaited_at is not None:
+            for item in batch:
+                done = cur.execute(
+                    "UPDATE flowz_executions SET status = ?, output = ?, error = ?, "
+                    "finished_at = ?, updated_at = ?, claim_token = NULL, lease_owner = NULL, "
+                    "lease_expires_at = NULL "
+                    "WHERE id = ? AND claim_token = ? AND status = 'running' "
+                    "RETURNING parent_id, awaited_at",
+                    (
+                        item.status,
+                        _dumps_or_none(item.output),
+                        _dumps_or_none(item.error),
+                        now,
+                        now,
+                        item.fence.execution_id,
+                        item.fence.token,
+                    ),
+                ).fetchone()
+                if done is None:
+                    item.failure = LeaseLost(item.fence.execution_id)
+                    continue
+                parent_id, awaited_at = done
+                if parent_id is None or awaited_at is None:
+                    continue
                 # The last awaited child makes the parent runnable; a failure wakes it at once.
-                wake_now = "1" if status != "succeeded" else "wait_count - 1 <= 0"
+                wake_now = "1" if item.status != "succeeded" else "wait_count - 1 <= 0"
                 cur.execute(
                     "UPDATE flowz_executions SET wait_count = wait_count - 1, "
                     f"status = CASE WHEN {wake_now} THEN 'pending' ELSE status END, "
@@ -525,7 +563,6 @@ class SqliteStore:
                     "WHERE id = ? AND status = 'waiting' AND wait_position = ?",
                     (now, now, parent_id, awaited_at),
                 )
-        self._notify()
 
     async def release(self, fence: Fence) -> None:
         with self._tx() as cur:
