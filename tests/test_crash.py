@@ -95,3 +95,27 @@ def test_a_durable_sleep_survives_a_killed_process(tmp_path: Path) -> None:
     assert finish(launch(tmp_path, ["sleepy", "1", "sleep-1"])) == "4"
     assert time.monotonic() - started >= 2.0
     assert calls(tmp_path) == ["one", "two"]
+
+
+def test_sigint_stops_the_process_and_gives_its_work_back(tmp_path: Path) -> None:
+    proc = launch(tmp_path, ["three_steps", "1", "int-1"], hang_in="three")
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "ready").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    (tmp_path / "ready").unlink()
+
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "crash.db")
+    status, owner = db.execute(
+        "SELECT status, lease_owner FROM flowz_executions WHERE id = 'int-1'"
+    ).fetchone()
+    workers = db.execute("SELECT count(*) FROM flowz_workers").fetchone()[0]
+    db.close()
+    assert (status, owner, workers) == ("pending", None, 0)
+    assert finish(launch(tmp_path, ["three_steps", "1", "int-1"])) == str((1 + 1) * 2 + 3)
+    assert calls(tmp_path) == ["one", "two", "three-start", "three-start", "three-end"]

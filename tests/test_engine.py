@@ -462,3 +462,24 @@ def test_a_non_serialisable_step_value_fails_the_run_naming_step_and_value(
     assert step_name in message
     journal = anyio.run(journal_of, kind)
     assert journal[0].status == "succeeded"  # type: ignore[attr-defined]
+
+
+def test_a_run_held_by_a_silent_worker_elsewhere_is_taken_over_when_its_lease_expires(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLOWZ_LEASE_SECONDS", "0.6")
+
+    async def main() -> int:
+        settings = Settings.from_env()
+        await arithmetic.start(2, id="held")
+        store = await open_store(settings)
+        # A worker on another machine claims the run, then goes silent (no heartbeat).
+        [claim] = await store.claim("elsewhere:1:x", [arithmetic.name], "default", 1, 0.6)
+        assert claim.execution.id == "held"
+        await store.aclose()
+        started = time.monotonic()
+        result = await arithmetic.run(2, id="held")
+        assert time.monotonic() - started >= 0.3  # it waited for the lease to expire
+        return result
+
+    assert anyio.run(main) == 30
