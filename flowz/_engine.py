@@ -20,7 +20,13 @@ from ._gather import StepHandle
 from ._registry import Definition, StepOptions
 from ._serde import dump_error, load_error
 from ._types import EntryKind, Kind, Status
-from .errors import NonDeterminismError, RunCancelledError, StepTimeoutError, UnknownWorkflowError
+from .errors import (
+    NonDeterminismError,
+    RunCancelledError,
+    StepTimeoutError,
+    UnknownWorkflowError,
+    UsageError,
+)
 from .store._protocol import Claim, ExecutionRow, JournalEntry, NewExecution, Store
 
 __all__ = ["INLINE_RETRY_LIMIT", "execute", "retry_delay"]
@@ -42,7 +48,12 @@ def retry_delay(options: StepOptions, attempt: int) -> float:
 
 
 def _retryable(options: StepOptions, exc: BaseException, attempt: int) -> bool:
-    return attempt < options.max_attempts and isinstance(exc, options.retry_on)
+    # A misuse (say, a result that cannot be stored) fails the same way every time.
+    return (
+        attempt < options.max_attempts
+        and isinstance(exc, options.retry_on)
+        and not isinstance(exc, UsageError)
+    )
 
 
 async def _invoke(

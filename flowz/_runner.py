@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 import uuid
@@ -141,7 +142,14 @@ def run(wf: WorkflowFunction[Any, R], /, *args: Any, id: str | None = None, **kw
         >>> flowz.run(fan, 1000)
         999000
     """
-    return anyio.run(lambda: run_async(wf, args, kwargs, id=id))
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return anyio.run(lambda: run_async(wf, args, kwargs, id=id))
+    raise UsageError(
+        "flowz.run() blocks, and an event loop is already running here (a notebook, or "
+        "async code): use `await workflow.run(...)` instead"
+    )
 
 
 @final

@@ -483,3 +483,39 @@ def test_a_run_held_by_a_silent_worker_elsewhere_is_taken_over_when_its_lease_ex
         return result
 
     assert anyio.run(main) == 30
+
+
+@step
+def sync_whoami() -> str:
+    return flowz.current_step().idempotency_key
+
+
+attempts_of_unstorable: Counter[str] = Counter()
+
+
+@step(retries=3, retry_delay=0.01)
+async def unstorable() -> int:
+    attempts_of_unstorable["n"] += 1
+    return Opaque()  # type: ignore[return-value]
+
+
+@workflow
+async def sync_key_and_unstorable() -> str:
+    key = await sync_whoami()
+    await unstorable()
+    return key
+
+
+def test_sync_steps_see_their_context_and_usage_errors_are_not_retried(database_url: str) -> None:
+    with pytest.raises(SerializationError):
+        flowz.run(sync_key_and_unstorable, id="sk")
+    assert attempts_of_unstorable["n"] == 1
+    assert anyio.run(journal_of, "sk")[0].output == "sk#0"  # type: ignore[attr-defined]
+
+
+def test_flowz_run_inside_a_running_loop_says_to_await_instead(database_url: str) -> None:
+    async def main() -> None:
+        flowz.run(arithmetic, 1)
+
+    with pytest.raises(UsageError, match=r"await workflow\.run"):
+        anyio.run(main)
