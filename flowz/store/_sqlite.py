@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from .._serde import dumps, loads
 from .._types import JSON, TERMINAL_STATUSES
 from ..errors import RunNotFoundError, SchemaVersionError, StoreError, StoreUnavailableError
+from ._batch import GroupCommit, Pending
 from ._models import SCHEMA_VERSION, schema_statements
 from ._protocol import (
     Claim,
@@ -46,14 +47,12 @@ _CHUNK = 500  # bound parameters per IN (...) list
 _OTHER_PROCESS_POLL = 0.05
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Finish:
     fence: Fence
     status: str
     output: JSON
     error: JSON
-    done: anyio.Event = field(default_factory=anyio.Event)
-    failure: BaseException | None = None
 
 
 def _row(r: Sequence[Any]) -> ExecutionRow:
@@ -126,7 +125,7 @@ class SqliteStore:
                 "folder exists and is writable, or point FLOWZ_DATABASE_URL elsewhere."
             ) from exc
         self._changed: anyio.Event | None = None
-        self._finishing: list[_Finish] = []
+        self._finishing = GroupCommit[_Finish](self._flush_finishes)
 
     # -- plumbing -----------------------------------------------------------
     @contextmanager
@@ -507,31 +506,17 @@ class SqliteStore:
         self._notify()
 
     async def finish(self, fence: Fence, status: str, output: JSON, error: JSON) -> None:
-        # Group commit: completions that arrive in the same event-loop turn (concurrent
-        # children) share one transaction, so one fsync instead of one per child.
-        pending = _Finish(fence, status, output, error)
-        self._finishing.append(pending)
-        if len(self._finishing) == 1:
-            with anyio.CancelScope(shield=True):  # the leader commits for the others too
-                await anyio.sleep(0)
-                batch, self._finishing = self._finishing, []
-                try:
-                    self._finish_batch(batch)
-                except StoreError as exc:
-                    for item in batch:
-                        item.failure = exc
-                for item in batch:
-                    item.done.set()
-                self._notify()
-        else:
-            await pending.done.wait()
-        if pending.failure is not None:
-            raise pending.failure
+        await self._finishing.submit(_Finish(fence, status, output, error))
 
-    def _finish_batch(self, batch: list[_Finish]) -> None:
+    async def _flush_finishes(self, batch: list[Pending[_Finish]]) -> None:
+        self._finish_batch(batch)
+        self._notify()
+
+    def _finish_batch(self, batch: list[Pending[_Finish]]) -> None:
         now = time.time()
         with self._tx() as cur:
-            for item in batch:
+            for pending in batch:
+                item = pending.item
                 done = cur.execute(
                     "UPDATE flowz_executions SET status = ?, output = ?, error = ?, "
                     "finished_at = ?, updated_at = ?, claim_token = NULL, lease_owner = NULL, "
@@ -549,7 +534,7 @@ class SqliteStore:
                     ),
                 ).fetchone()
                 if done is None:
-                    item.failure = LeaseLost(item.fence.execution_id)
+                    pending.failure = LeaseLost(item.fence.execution_id)
                     continue
                 parent_id, awaited_at = done
                 if parent_id is None or awaited_at is None:
