@@ -1,11 +1,31 @@
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import anyio
 import pytest
 
-from flowz.store import SqliteStore, Store
+from flowz._config import Settings
+from flowz.store import SqliteStore, Store, open_store
+
+POSTGRES_URL = os.environ.get("FLOWZ_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test")
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def admin_execute(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(sql)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -13,20 +33,70 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """A migrated database built once per session; each test clones it (CREATE ... TEMPLATE)."""
+    import psycopg
+
+    name = f"flowz_tpl_{uuid.uuid4().hex[:12]}"
+    try:
+        admin_execute(f"CREATE DATABASE {name}")
+    except psycopg.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {POSTGRES_URL} ({exc}). Start it, set "
+            "FLOWZ_TEST_POSTGRES_URL, or deselect these tests with -m 'not postgres'."
+        )
+
+    async def migrate() -> None:
+        store = await open_store(Settings(database_url=with_database(POSTGRES_URL, name)))
+        await store.aclose()
+
+    # In a thread of its own: the first test to ask may already run in an event loop.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(anyio.run, migrate).result()
+    try:
+        yield name
+    finally:
+        admin_execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture
-def database_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A fresh SQLite database that flowz.run / wf.start / workers use through the env."""
-    url = f"sqlite:///{tmp_path / 'flowz.db'}"
+def postgres_url(postgres_template: str) -> Iterator[str]:
+    """A fresh database of this test's own, with the schema already in place."""
+    name = f"flowz_t_{uuid.uuid4().hex[:12]}"
+    admin_execute(f"CREATE DATABASE {name} TEMPLATE {postgres_template}")
+    try:
+        yield with_database(POSTGRES_URL, name)
+    finally:
+        admin_execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+ENGINES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=ENGINES)
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """A fresh database, on each engine, that flowz.run / wf.start / workers use via the env."""
+    if request.param == "postgres":
+        url = request.getfixturevalue("postgres_url")
+    else:
+        url = f"sqlite:///{tmp_path / 'flowz.db'}"
     monkeypatch.setenv("FLOWZ_DATABASE_URL", url)
     monkeypatch.setenv("FLOWZ_POLL_SECONDS", "0.2")
     yield url
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=ENGINES)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     """Every store implementation, freshly migrated: the contract suite runs against each."""
-    created = SqliteStore(tmp_path / "contract.db")
-    await created.migrate()
+    created: Store
+    if request.param == "postgres":
+        created = await open_store(Settings(database_url=request.getfixturevalue("postgres_url")))
+    else:
+        created = SqliteStore(tmp_path / "contract.db")
+        await created.migrate()
     try:
         yield created
     finally:

@@ -18,11 +18,15 @@ from flowz.errors import NonDeterminismError, SerializationError, StepTimeoutErr
 from flowz.store import open_store
 
 calls: Counter[str] = Counter()
+flaky_attempts: Counter[str] = Counter()
+attempts_of_unstorable: Counter[str] = Counter()
 
 
 @pytest.fixture(autouse=True)
 def _reset_calls() -> None:
     calls.clear()
+    flaky_attempts.clear()
+    attempts_of_unstorable.clear()
 
 
 async def journal_of(run_id: str) -> dict[int, object]:
@@ -168,9 +172,6 @@ def test_changing_the_workflow_between_runs_raises_non_determinism(database_url:
         return await restored.run(7, id="nd")
 
     assert anyio.run(retry_restored) == 7
-
-
-flaky_attempts: Counter[str] = Counter()
 
 
 @step(retries=2, retry_delay=0.01, backoff=1.0)
@@ -488,9 +489,6 @@ def test_a_run_held_by_a_silent_worker_elsewhere_is_taken_over_when_its_lease_ex
 @step
 def sync_whoami() -> str:
     return flowz.current_step().idempotency_key
-
-
-attempts_of_unstorable: Counter[str] = Counter()
 
 
 @step(retries=3, retry_delay=0.01)

@@ -1,12 +1,26 @@
-"""Storage: the `Store` protocol, `open_store(url)`, and the SQLite store."""
+"""Storage: the `Store` protocol, `open_store(url)`, and the SQLite and PostgreSQL stores."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from .._config import Settings
 from ._protocol import Store
 from ._sqlite import SqliteStore, path_from_url
 
-__all__ = ["SqliteStore", "Store", "open_store"]
+if TYPE_CHECKING:
+    from ._postgres import PostgresStore
+
+__all__ = ["PostgresStore", "SqliteStore", "Store", "open_store"]
+
+
+def __getattr__(name: str) -> Any:
+    # psycopg is imported only when PostgreSQL is used: `import flowz` never needs it.
+    if name == "PostgresStore":
+        from ._postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(name)
 
 
 async def open_store(settings: Settings) -> Store:
@@ -17,12 +31,16 @@ async def open_store(settings: Settings) -> Store:
     """
     url = settings.database_url
     if url.startswith("sqlite:"):
-        store = SqliteStore(path_from_url(url), synchronous=settings.sqlite_synchronous)
+        store: Store = SqliteStore(path_from_url(url), synchronous=settings.sqlite_synchronous)
         await store.migrate()
         return store
-    from ..errors import ConfigError
+    from ._postgres import PostgresStore
 
-    raise ConfigError(
-        f"database URL {url!r}: the PostgreSQL store is not available in this version of "
-        "flowz; use sqlite:///path/to/file.db"
-    )
+    postgres = PostgresStore(url.replace("postgres://", "postgresql://", 1))
+    await postgres.open()
+    try:
+        await postgres.migrate()
+    except BaseException:
+        await postgres.aclose()
+        raise
+    return postgres

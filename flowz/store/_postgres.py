@@ -1,0 +1,619 @@
+"""PostgresStore: psycopg 3 (async, pooled), SKIP LOCKED claims, LISTEN/NOTIFY wake-ups.
+
+Leases and due times are compared with the database's clock, so a worker whose
+clock drifts cannot steal or keep work it should not.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+
+try:
+    import psycopg
+    from psycopg_pool import AsyncConnectionPool
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        'Please install `psycopg` to use PostgreSQL: pip install "flowz[postgres]"'
+    ) from exc
+from sqlalchemy.dialects import postgresql as pg_dialect
+
+from .._serde import dumps, loads
+from .._types import JSON, TERMINAL_STATUSES
+from ..errors import RunNotFoundError, SchemaVersionError, StoreError, StoreUnavailableError
+from ._batch import GroupCommit, Pending
+from ._models import SCHEMA_VERSION, schema_statements
+from ._protocol import (
+    Claim,
+    ExecutionRow,
+    Fence,
+    JournalEntry,
+    LeaseLost,
+    NewExecution,
+    WorkerRow,
+)
+
+__all__ = ["PostgresStore"]
+
+_COLUMNS = (
+    "id, root_id, parent_id, position, child_index, kind, name, input, output, error, status, "
+    "attempt, max_attempts, run_at, queue, priority, lease_owner, lease_expires_at, "
+    "created_at, updated_at, started_at, finished_at"
+)
+_NOW = "extract(epoch from clock_timestamp())::float8"
+_CHANNEL = "flowz_changed"
+_TERMINAL = list(TERMINAL_STATUSES)
+_MIGRATION_LOCK = 0x666C6F777A  # pg_advisory_xact_lock key: one migrator at a time
+_RETRIES = 3  # attempts of one operation when the connection breaks (server restart)
+
+
+def _row(r: Sequence[Any]) -> ExecutionRow:
+    return ExecutionRow(
+        r[0], r[1], r[2], r[3], r[4], r[5], r[6], loads(r[7]), loads(r[8]), loads(r[9]),
+        r[10], r[11], r[12], r[13], r[14], r[15], r[16], r[17], r[18], r[19], r[20], r[21],
+    )  # fmt: skip
+
+
+def _dumps_or_none(value: JSON) -> str | None:
+    return None if value is None else dumps(value)
+
+
+@dataclass(frozen=True, slots=True)
+class _Finish:
+    fence: Fence
+    status: str
+    output: JSON
+    error: JSON
+
+
+class PostgresStore:
+    """The PostgreSQL store, for many workers on many machines.
+
+    Example:
+        >>> store = PostgresStore("postgresql://root@127.0.0.1/flowz")  # doctest: +SKIP
+        >>> await store.open()  # doctest: +SKIP
+    """
+
+    def __init__(self, url: str, *, max_connections: int = 10) -> None:
+        self.url = url
+        self._pool = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_connections,
+            open=False,
+            check=AsyncConnectionPool.check_connection,
+            kwargs={"autocommit": False},
+        )
+        self._listener: psycopg.AsyncConnection[Any] | None = None
+        self._listening = False
+        self._changed: anyio.Event | None = None
+        self._finishing = GroupCommit[_Finish](self._flush_finishes)
+
+    async def open(self) -> None:
+        """Open the pool; fail clearly if the server cannot be reached."""
+        try:
+            await self._pool.open(wait=True, timeout=10)
+        except (psycopg.Error, OSError, Exception) as exc:
+            await self._pool.close()
+            raise StoreUnavailableError(
+                f"cannot reach PostgreSQL at {self._safe_url()}: {exc}. Check that the server "
+                "runs and FLOWZ_DATABASE_URL is right."
+            ) from exc
+
+    def _safe_url(self) -> str:
+        head, sep, tail = self.url.rpartition("@")
+        if not sep:
+            return self.url
+        scheme, _, credentials = head.partition("://")
+        return f"{scheme}://{credentials.split(':')[0]}@{tail}"
+
+    # -- plumbing -----------------------------------------------------------
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
+        """One transaction on a pooled connection; committed at the end of the block."""
+        try:
+            async with self._pool.connection() as conn, conn.cursor() as cur:
+                yield cur
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL error: {exc}") from exc
+
+    async def _retrying(self, operation: Any, *args: Any) -> Any:
+        """Run operation(*args); after a broken connection (server restart), try again."""
+        for attempt in range(1, _RETRIES + 1):
+            try:
+                return await operation(*args)
+            except StoreError as exc:
+                broken = isinstance(
+                    exc.__cause__, psycopg.OperationalError | psycopg.InterfaceError
+                )
+                if not broken or attempt == _RETRIES:
+                    raise
+                await anyio.sleep(0.2 * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    @staticmethod
+    async def _fence(cur: psycopg.AsyncCursor[Any], fence: Fence) -> None:
+        await cur.execute(
+            f"UPDATE flowz_executions SET updated_at = {_NOW} "
+            "WHERE id = %s AND claim_token = %s AND status = 'running'",
+            (fence.execution_id, fence.token),
+        )
+        if cur.rowcount != 1:
+            raise LeaseLost(fence.execution_id)
+
+    @staticmethod
+    async def _insert_entries(
+        cur: psycopg.AsyncCursor[Any], execution_id: str, entries: Sequence[JournalEntry]
+    ) -> None:
+        if not entries:
+            return
+        await cur.executemany(
+            "INSERT INTO flowz_journal (execution_id, position, kind, name, status, output, "
+            "error, attempt, started_at, finished_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+            "ON CONFLICT (execution_id, position) DO UPDATE SET kind = excluded.kind, "
+            "name = excluded.name, status = excluded.status, output = excluded.output, "
+            "error = excluded.error, attempt = excluded.attempt, "
+            "started_at = excluded.started_at, finished_at = excluded.finished_at",
+            [
+                (
+                    execution_id,
+                    e.position,
+                    e.kind,
+                    e.name,
+                    e.status,
+                    _dumps_or_none(e.output),
+                    _dumps_or_none(e.error),
+                    e.attempt,
+                    e.started_at,
+                    e.finished_at,
+                )
+                for e in entries
+            ],
+        )
+
+    @staticmethod
+    async def _insert_executions(
+        cur: psycopg.AsyncCursor[Any], executions: Sequence[NewExecution]
+    ) -> int:
+        if not executions:
+            return 0
+        # One statement for any width: arrays unnested server-side, no per-child round trip.
+        columns = list(zip(*[
+            (
+                e.id, e.root_id, e.parent_id, e.position, e.child_index, e.kind, e.name,
+                dumps(e.input), e.max_attempts, e.run_at, e.queue, e.priority,
+            )
+            for e in executions
+        ], strict=True))  # fmt: skip
+        await cur.execute(
+            "INSERT INTO flowz_executions (id, root_id, parent_id, position, child_index, kind, "
+            "name, input, status, attempt, max_attempts, run_at, queue, priority, wait_count, "
+            "created_at, updated_at) "
+            f"SELECT i, r, p, pos, ci, k, n, inp, 'pending', 0, ma, coalesce(ra, {_NOW}), q, pr, "
+            f"0, {_NOW}, {_NOW} FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], "
+            "%s::int[], %s::text[], %s::text[], %s::text[], %s::int[], %s::float8[], %s::text[], "
+            "%s::int[]) AS t(i, r, p, pos, ci, k, n, inp, ma, ra, q, pr) "
+            "ON CONFLICT (id) DO NOTHING",
+            [list(column) for column in columns],
+        )
+        return cur.rowcount
+
+    # -- lifecycle ----------------------------------------------------------
+    async def migrate(self) -> None:
+        async with self._tx() as cur:
+            # Workers starting together on an empty database: one creates, the others wait.
+            await cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            for statement in schema_statements(pg_dialect.dialect()):  # type: ignore[no-untyped-call]
+                await cur.execute(statement)
+            await cur.execute("SELECT max(version) FROM flowz_schema")
+            found = (await cur.fetchone() or [None])[0]
+            if found is None:
+                await cur.execute(
+                    "INSERT INTO flowz_schema (version) VALUES (%s)", (SCHEMA_VERSION,)
+                )
+            elif found > SCHEMA_VERSION:
+                raise SchemaVersionError(
+                    f"the database at {self._safe_url()} has schema v{found}, this flowz "
+                    f"knows v{SCHEMA_VERSION}: upgrade flowz"
+                )
+
+    async def aclose(self) -> None:
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
+        await self._pool.close()
+
+    async def wait_for_change(self, timeout: float) -> None:
+        if self._changed is None:
+            self._changed = anyio.Event()
+        event = self._changed
+        if self._listening:  # another task reads the notifications and wakes us
+            with anyio.move_on_after(timeout):
+                await event.wait()
+            return
+        self._listening = True
+        try:
+            with anyio.move_on_after(timeout):
+                try:
+                    listener = await self._listen()
+                    async for _ in listener.notifies(timeout=timeout, stop_after=1):
+                        break
+                except (psycopg.Error, OSError):
+                    # The listener broke (server restart): reconnect on the next call,
+                    # and fall back to polling until then.
+                    self._listener = None
+                    await anyio.sleep(timeout)
+        finally:
+            self._listening = False
+            self._notify()
+
+    async def _listen(self) -> psycopg.AsyncConnection[Any]:
+        if self._listener is None or self._listener.closed:
+            self._listener = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+            await self._listener.execute(f"LISTEN {_CHANNEL}")
+        return self._listener
+
+    @staticmethod
+    async def _announce(cur: psycopg.AsyncCursor[Any]) -> None:
+        """Wake listening workers when this transaction commits."""
+        await cur.execute(f"NOTIFY {_CHANNEL}")
+
+    # -- runs ---------------------------------------------------------------
+    async def create_run(self, run: NewExecution) -> tuple[ExecutionRow, bool]:
+        async def operation() -> tuple[ExecutionRow, bool]:
+            async with self._tx() as cur:
+                created = await self._insert_executions(cur, [run]) == 1
+                await cur.execute(
+                    f"SELECT {_COLUMNS} FROM flowz_executions WHERE id = %s", (run.id,)
+                )
+                row = await cur.fetchone()
+                if created:
+                    await self._announce(cur)
+            return _row(row), created  # type: ignore[arg-type]
+
+        return await self._retrying(operation)  # type: ignore[no-any-return]
+
+    async def _select(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        async def operation() -> list[Any]:
+            async with self._tx() as cur:
+                await cur.execute(sql, params)
+                return await cur.fetchall()
+
+        return await self._retrying(operation)  # type: ignore[no-any-return]
+
+    async def get_execution(self, execution_id: str) -> ExecutionRow | None:
+        rows = await self._select(
+            f"SELECT {_COLUMNS} FROM flowz_executions WHERE id = %s", (execution_id,)
+        )
+        return _row(rows[0]) if rows else None
+
+    async def list_executions(self, root_id: str) -> list[ExecutionRow]:
+        rows = await self._select(
+            f"SELECT {_COLUMNS} FROM flowz_executions WHERE root_id = %s "
+            "ORDER BY parent_id IS NOT NULL, created_at, parent_id, position, child_index",
+            (root_id,),
+        )
+        return [_row(r) for r in rows]
+
+    async def retry_run(self, run_id: str) -> bool:
+        async def operation() -> bool:
+            async with self._tx() as cur:
+                await cur.execute(
+                    "SELECT status FROM flowz_executions WHERE id = %s FOR UPDATE", (run_id,)
+                )
+                found = await cur.fetchone()
+                if found is None:
+                    raise RunNotFoundError(f"no run with id {run_id!r} at {self._safe_url()}")
+                if found[0] != "failed":
+                    return False
+                await cur.execute(
+                    "SELECT id FROM flowz_executions WHERE root_id = %s AND status = 'failed'",
+                    (run_id,),
+                )
+                failed = [r[0] for r in await cur.fetchall()]
+                await cur.execute(
+                    "DELETE FROM flowz_journal WHERE execution_id = ANY(%s) "
+                    "AND status IN ('failed', 'retrying')",
+                    (failed,),
+                )
+                await cur.execute(
+                    "UPDATE flowz_executions SET status = 'pending', attempt = 0, error = NULL, "
+                    "output = NULL, finished_at = NULL, wait_position = NULL, wait_count = 0, "
+                    f"awaited_at = NULL, run_at = {_NOW}, updated_at = {_NOW} WHERE id = ANY(%s)",
+                    (failed,),
+                )
+                await self._announce(cur)
+                return True
+
+        return await self._retrying(operation)  # type: ignore[no-any-return]
+
+    # -- worker side --------------------------------------------------------
+    async def claim(
+        self, worker_id: str, names: Sequence[str], queue: str, limit: int, lease_seconds: float
+    ) -> list[Claim]:
+        if not names or limit <= 0:
+            return []
+        token = uuid.uuid4().hex
+
+        async def operation() -> list[Any]:
+            async with self._tx() as cur:
+                await cur.execute(
+                    "WITH picked AS (SELECT id, started_at FROM flowz_executions "
+                    "WHERE status = 'pending' AND queue = %s AND name = ANY(%s) "
+                    f"AND run_at <= {_NOW} ORDER BY priority DESC, run_at LIMIT %s "
+                    "FOR UPDATE SKIP LOCKED) "
+                    "UPDATE flowz_executions e SET status = 'running', claim_token = %s, "
+                    f"lease_owner = %s, lease_expires_at = {_NOW} + %s, updated_at = {_NOW}, "
+                    f"started_at = coalesce(e.started_at, {_NOW}), "
+                    "attempt = CASE WHEN e.attempt = 0 THEN 1 ELSE e.attempt END "
+                    "FROM picked WHERE e.id = picked.id "
+                    f"RETURNING {', '.join('e.' + c for c in _COLUMNS.split(', '))}, "
+                    "picked.started_at IS NOT NULL",
+                    (queue, list(names), limit, token, worker_id, lease_seconds),
+                )
+                return await cur.fetchall()
+
+        rows = await self._retrying(operation)
+        claims = [Claim(_row(r), Fence(r[0], token), resumed=r[22]) for r in rows]
+        claims.sort(key=lambda c: (-c.execution.priority, c.execution.run_at))
+        return claims
+
+    async def next_due_at(self, names: Sequence[str], queue: str) -> float | None:
+        if not names:
+            return None
+        # Seconds from the database's now, mapped onto this process's clock.
+        rows = await self._select(
+            f"SELECT min(run_at) - {_NOW} FROM flowz_executions WHERE status = 'pending' "
+            "AND queue = %s AND name = ANY(%s)",
+            (queue, list(names)),
+        )
+        return None if rows[0][0] is None else time.time() + float(rows[0][0])
+
+    async def register_worker(self, worker_id: str, host: str, pid: int) -> None:
+        async def operation() -> None:
+            async with self._tx() as cur:
+                await cur.execute(
+                    "INSERT INTO flowz_workers (id, host, pid, started_at, heartbeat_at) "
+                    f"VALUES (%s, %s, %s, {_NOW}, {_NOW}) ON CONFLICT (id) DO UPDATE "
+                    "SET heartbeat_at = excluded.heartbeat_at",
+                    (worker_id, host, pid),
+                )
+
+        await self._retrying(operation)
+
+    async def heartbeat(self, worker_id: str, lease_seconds: float) -> None:
+        async def operation() -> None:
+            async with self._tx() as cur:
+                await cur.execute(
+                    f"UPDATE flowz_workers SET heartbeat_at = {_NOW} WHERE id = %s", (worker_id,)
+                )
+                await cur.execute(
+                    f"UPDATE flowz_executions SET lease_expires_at = {_NOW} + %s "
+                    "WHERE lease_owner = %s AND status = 'running'",
+                    (lease_seconds, worker_id),
+                )
+
+        await self._retrying(operation)
+
+    async def deregister_worker(self, worker_id: str) -> None:
+        async def operation() -> None:
+            async with self._tx() as cur:
+                await cur.execute(
+                    "UPDATE flowz_executions SET status = 'pending', claim_token = NULL, "
+                    "lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = %s "
+                    "AND status = 'running'",
+                    (worker_id,),
+                )
+                if cur.rowcount:
+                    await self._announce(cur)
+                await cur.execute("DELETE FROM flowz_workers WHERE id = %s", (worker_id,))
+
+        await self._retrying(operation)
+
+    async def list_workers(self, host: str | None = None) -> list[WorkerRow]:
+        sql = "SELECT id, host, pid, started_at, heartbeat_at FROM flowz_workers"
+        rows = await (
+            self._select(sql + " WHERE host = %s", (host,)) if host else self._select(sql, ())
+        )
+        return [WorkerRow(*r) for r in rows]
+
+    async def reap(self, dead_worker_ids: Sequence[str]) -> int:
+        async def operation() -> int:
+            async with self._tx() as cur:
+                await cur.execute(
+                    "UPDATE flowz_executions SET status = 'pending', claim_token = NULL, "
+                    f"lease_owner = NULL, lease_expires_at = NULL, updated_at = {_NOW} "
+                    f"WHERE status = 'running' AND (lease_expires_at < {_NOW} "
+                    "OR lease_owner = ANY(%s))",
+                    (list(dead_worker_ids),),
+                )
+                reaped = cur.rowcount
+                await cur.execute(
+                    "DELETE FROM flowz_workers WHERE id = ANY(%s)", (list(dead_worker_ids),)
+                )
+                if reaped:
+                    await self._announce(cur)
+                return reaped
+
+        return await self._retrying(operation)  # type: ignore[no-any-return]
+
+    # -- engine side --------------------------------------------------------
+    async def read_journal(self, execution_id: str) -> dict[int, JournalEntry]:
+        rows = await self._select(
+            "SELECT position, kind, name, status, output, error, attempt, started_at, "
+            "finished_at FROM flowz_journal WHERE execution_id = %s",
+            (execution_id,),
+        )
+        return {
+            r[0]: JournalEntry(r[0], r[1], r[2], r[3], loads(r[4]), loads(r[5]), r[6], r[7], r[8])
+            for r in rows
+        }
+
+    async def append_journal(self, fence: Fence, entry: JournalEntry) -> None:
+        async def operation() -> None:
+            async with self._tx() as cur:
+                await self._fence(cur, fence)
+                await self._insert_entries(cur, fence.execution_id, [entry])
+
+        await self._retrying(operation)
+
+    async def schedule_children(
+        self, fence: Fence, entries: Sequence[JournalEntry], children: Sequence[NewExecution]
+    ) -> None:
+        async def operation() -> None:
+            async with self._tx() as cur:
+                await self._fence(cur, fence)
+                await self._insert_entries(cur, fence.execution_id, entries)
+                await self._insert_executions(cur, children)
+                await self._announce(cur)
+
+        await self._retrying(operation)
+
+    async def wait_for_children(
+        self,
+        fence: Fence,
+        wait_position: int,
+        positions: Sequence[int],
+        entries: Sequence[JournalEntry] = (),
+        children: Sequence[NewExecution] = (),
+    ) -> bool:
+        async def operation() -> bool:
+            async with self._tx() as cur:
+                # Lock the parent first: a child's completion locks child then parent, and
+                # waits here for our commit, so it sees awaited_at and counts down after us.
+                await self._fence(cur, fence)
+                await self._insert_entries(cur, fence.execution_id, entries)
+                await self._insert_executions(cur, children)
+                await cur.execute(
+                    "UPDATE flowz_executions SET awaited_at = %s WHERE parent_id = %s "
+                    "AND position = ANY(%s) AND status <> ALL(%s)",
+                    (wait_position, fence.execution_id, list(positions), _TERMINAL),
+                )
+                waiting_on = cur.rowcount
+                if waiting_on:
+                    await cur.execute(
+                        "UPDATE flowz_executions SET status = 'waiting', wait_position = %s, "
+                        "wait_count = %s, claim_token = NULL, lease_owner = NULL, "
+                        f"lease_expires_at = NULL, updated_at = {_NOW} WHERE id = %s",
+                        (wait_position, waiting_on, fence.execution_id),
+                    )
+                if children:
+                    await self._announce(cur)
+                return waiting_on > 0
+
+        return await self._retrying(operation)  # type: ignore[no-any-return]
+
+    async def child_results(self, parent_id: str, positions: Sequence[int]) -> list[ExecutionRow]:
+        rows = await self._select(
+            f"SELECT {_COLUMNS} FROM flowz_executions WHERE parent_id = %s "
+            "AND position = ANY(%s) ORDER BY position, child_index",
+            (parent_id, list(positions)),
+        )
+        return [_row(r) for r in rows]
+
+    async def suspend_until(self, fence: Fence, run_at: float, entry: JournalEntry | None) -> None:
+        async def operation() -> None:
+            async with self._tx() as cur:
+                await self._fence(cur, fence)
+                if entry is not None:
+                    await self._insert_entries(cur, fence.execution_id, [entry])
+                await cur.execute(
+                    "UPDATE flowz_executions SET status = 'pending', run_at = %s, "
+                    "claim_token = NULL, lease_owner = NULL, lease_expires_at = NULL "
+                    "WHERE id = %s",
+                    (run_at, fence.execution_id),
+                )
+                await self._announce(cur)
+
+        await self._retrying(operation)
+
+    async def retry_later(self, fence: Fence, run_at: float, error: JSON) -> None:
+        async def operation() -> None:
+            async with self._tx() as cur:
+                await self._fence(cur, fence)
+                await cur.execute(
+                    "UPDATE flowz_executions SET status = 'pending', run_at = %s, "
+                    "attempt = attempt + 1, error = %s, claim_token = NULL, lease_owner = NULL, "
+                    "lease_expires_at = NULL WHERE id = %s",
+                    (run_at, dumps(error), fence.execution_id),
+                )
+                await self._announce(cur)
+
+        await self._retrying(operation)
+
+    async def finish(self, fence: Fence, status: str, output: JSON, error: JSON) -> None:
+        await self._finishing.submit(_Finish(fence, status, output, error))
+
+    async def _flush_finishes(self, batch: list[Pending[_Finish]]) -> None:
+        await self._retrying(self._finish_batch, batch)
+
+    async def _finish_batch(self, batch: list[Pending[_Finish]]) -> None:
+        ids = sorted(p.item.fence.execution_id for p in batch)
+        async with self._tx() as cur:
+            # Lock order, parents before children and each in id order, is the same as a
+            # parent's wait_for_children takes (itself, then its children): no deadlock.
+            await cur.execute(
+                "SELECT 1 FROM flowz_executions WHERE id IN (SELECT parent_id FROM "
+                "flowz_executions WHERE id = ANY(%s)) ORDER BY id FOR UPDATE",
+                (ids,),
+            )
+            for pending in sorted(batch, key=lambda p: p.item.fence.execution_id):
+                item = pending.item
+                pending.failure = None
+                await cur.execute(
+                    "UPDATE flowz_executions SET status = %s, output = %s, error = %s, "
+                    f"finished_at = {_NOW}, updated_at = {_NOW}, claim_token = NULL, "
+                    "lease_owner = NULL, lease_expires_at = NULL "
+                    "WHERE id = %s AND claim_token = %s AND status = 'running' "
+                    "RETURNING parent_id, awaited_at",
+                    (
+                        item.status,
+                        _dumps_or_none(item.output),
+                        _dumps_or_none(item.error),
+                        item.fence.execution_id,
+                        item.fence.token,
+                    ),
+                )
+                done = await cur.fetchone()
+                if done is None:
+                    pending.failure = LeaseLost(item.fence.execution_id)
+                    continue
+                parent_id, awaited_at = done
+                if parent_id is None or awaited_at is None:
+                    continue
+                # The last awaited child makes the parent runnable; a failure wakes it at once.
+                wake_now = "true" if item.status != "succeeded" else "wait_count - 1 <= 0"
+                await cur.execute(
+                    "UPDATE flowz_executions SET wait_count = wait_count - 1, "
+                    f"status = CASE WHEN {wake_now} THEN 'pending' ELSE status END, "
+                    f"run_at = CASE WHEN {wake_now} THEN {_NOW} ELSE run_at END, "
+                    f"updated_at = {_NOW} WHERE id = %s AND status = 'waiting' "
+                    "AND wait_position = %s",
+                    (parent_id, awaited_at),
+                )
+            await self._announce(cur)
+        self._notify()
+
+    async def release(self, fence: Fence) -> None:
+        async def operation() -> None:
+            async with self._tx() as cur:
+                await cur.execute(
+                    "UPDATE flowz_executions SET status = 'pending', claim_token = NULL, "
+                    "lease_owner = NULL, lease_expires_at = NULL "
+                    "WHERE id = %s AND claim_token = %s AND status = 'running'",
+                    (fence.execution_id, fence.token),
+                )
+                await self._announce(cur)
+
+        await self._retrying(operation)
