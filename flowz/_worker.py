@@ -14,9 +14,10 @@ from anyio.abc import TaskGroup
 from ._config import Settings
 from ._engine import execute
 from ._registry import Registry
+from .errors import StoreError
 from .store._protocol import Claim, LeaseLost, Store
 
-__all__ = ["Worker"]
+__all__ = ["Worker", "serve"]
 
 log = logging.getLogger("flowz.worker")
 
@@ -50,6 +51,11 @@ class Worker:
         self._running = 0
         self._slot_freed = anyio.Event()
         self._stopping = anyio.Event()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether stop() was called."""
+        return self._stopping.is_set()
 
     def stop(self) -> None:
         """Stop taking work.
@@ -91,16 +97,24 @@ class Worker:
                 await self._slot_freed.wait()
                 continue
             names = self.registry.names()
-            claims = await self.store.claim(
-                self.id, names, settings.queue, min(free, _CLAIM_BATCH), settings.lease_seconds
-            )
+            try:
+                claims = await self.store.claim(
+                    self.id, names, settings.queue, min(free, _CLAIM_BATCH), settings.lease_seconds
+                )
+            except StoreError as exc:
+                log.warning("flowz worker %s cannot claim work (%s); retrying", self.id, exc)
+                await anyio.sleep(settings.poll_seconds)
+                continue
             for claim in claims:
                 self._running += 1
                 tg.start_soon(self._run_one, claim)
             if claims:
                 await anyio.sleep(0)  # let the new tasks start before claiming again
                 continue
-            due = await self.store.next_due_at(names, settings.queue)
+            try:
+                due = await self.store.next_due_at(names, settings.queue)
+            except StoreError:
+                due = None
             timeout = settings.poll_seconds
             if due is not None:
                 timeout = max(0.0, min(timeout, due - time.time()))
@@ -147,3 +161,38 @@ class Worker:
         if reaped:
             log.info("flowz worker %s re-queued %d execution(s) of dead workers", self.id, reaped)
         return reaped
+
+
+async def serve(store: Store, registry: Registry, settings: Settings) -> None:
+    """Run a worker until SIGINT or SIGTERM, then stop gracefully; a second signal cancels."""
+    import signal
+
+    worker = Worker(store, registry, settings)
+    async with anyio.create_task_group() as tg:
+
+        async def watch_signals() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    if worker.stopping:
+                        log.warning(
+                            "second %s: cancelling running work", signal.Signals(signum).name
+                        )
+                        tg.cancel_scope.cancel()
+                        return
+                    log.info(
+                        "%s: finishing running work (up to %.0f s), then stopping",
+                        signal.Signals(signum).name,
+                        settings.shutdown_grace_seconds,
+                    )
+                    worker.stop()
+
+        tg.start_soon(watch_signals)
+        log.info(
+            "flowz worker %s: %d functions, queue %r, concurrency %d",
+            worker.id,
+            len(registry.names()),
+            settings.queue,
+            settings.concurrency,
+        )
+        await worker.run()
+        tg.cancel_scope.cancel()

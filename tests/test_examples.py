@@ -27,3 +27,43 @@ def test_quickstart_prints_the_sum_and_resumes_by_id(tmp_path: Path) -> None:
         command, cwd=tmp_path, env=env, capture_output=True, text=True, check=False
     )
     assert again.stdout.strip() == "999000"
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)
+def test_the_fleet_example_runs_on_two_workers(postgres_url: str, tmp_path: Path) -> None:
+    import signal
+
+    env = {**os.environ, "FLOWZ_DATABASE_URL": postgres_url, "FLOWZ_CONCURRENCY": "8"}
+    logs = [(tmp_path / f"w{i}.log").open("wb") for i in range(2)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "flowz", "worker", str(EXAMPLES / "fleet.py")],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        for log in logs
+    ]
+    try:
+        done = subprocess.run(
+            [sys.executable, str(EXAMPLES / "fleet.py"), "400"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=100,
+            check=False,
+        )
+    finally:
+        for proc in workers:
+            proc.send_signal(signal.SIGTERM)
+        codes = [proc.wait(timeout=30) for proc in workers]
+        for log in logs:
+            log.close()
+    assert done.returncode == 0, done.stderr
+    assert ": succeeded" in done.stdout
+    assert "best: word104xzzzzzz (240)" in done.stdout
+    assert "children ran on 2 worker process(es)" in done.stdout
+    assert codes == [0, 0]

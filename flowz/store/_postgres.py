@@ -98,12 +98,16 @@ class PostgresStore:
     async def open(self) -> None:
         """Open the pool; fail clearly if the server cannot be reached."""
         try:
+            # One direct connection first: it fails at once with the server's own reason.
+            probe = await psycopg.AsyncConnection.connect(self.url, connect_timeout=10)
+            await probe.close()
             await self._pool.open(wait=True, timeout=10)
         except (psycopg.Error, OSError, Exception) as exc:
             await self._pool.close()
+            reason = " ".join(str(exc).split())
             raise StoreUnavailableError(
-                f"cannot reach PostgreSQL at {self._safe_url()}: {exc}. Check that the server "
-                "runs and FLOWZ_DATABASE_URL is right."
+                f"cannot reach PostgreSQL at {self._safe_url()}: {reason}. Check that the "
+                "server runs and FLOWZ_DATABASE_URL is right."
             ) from exc
 
     def _safe_url(self) -> str:
