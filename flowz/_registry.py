@@ -43,11 +43,15 @@ class Definition:
 
 
 def journal_name(fn: Callable[..., Any]) -> str:
-    """`module:qualname`; a script run as __main__ is named after its file (as a worker would)."""
+    """`module:qualname`, with __main__ named as a worker importing the same code would name it."""
     module = fn.__module__
     if module == "__main__":
-        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-        if main_file:
+        main = sys.modules.get("__main__")
+        spec = getattr(main, "__spec__", None)
+        main_file = getattr(main, "__file__", None)
+        if spec is not None and spec.name:  # python -m package.module
+            module = spec.name
+        elif main_file:  # python path/to/script.py
             module = Path(main_file).stem
     return f"{module}:{fn.__qualname__}"
 
