@@ -22,6 +22,8 @@ __all__ = ["Worker", "serve"]
 log = logging.getLogger("flowz.worker")
 
 _CLAIM_BATCH = 100
+# While busy, wait up to this long for a quarter of the slots to free before claiming.
+_CLAIM_GATHER_SECONDS = 0.01
 
 
 def _pid_alive(pid: int) -> bool:
@@ -49,6 +51,7 @@ class Worker:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.host = socket.gethostname()
         self._running = 0
+        self._claim_threshold = max(1, min(settings.concurrency // 4, _CLAIM_BATCH))
         self._slot_freed = anyio.Event()
         self._stopping = anyio.Event()
 
@@ -96,6 +99,12 @@ class Worker:
             if free <= 0:
                 await self._slot_freed.wait()
                 continue
+            if free < self._claim_threshold <= settings.concurrency - 1:
+                # Busy: let a few more slots free up so one claim takes a batch, not a row.
+                with anyio.move_on_after(_CLAIM_GATHER_SECONDS):
+                    while settings.concurrency - self._running < self._claim_threshold:
+                        await self._slot_freed.wait()
+                free = settings.concurrency - self._running
             names = self.registry.names()
             try:
                 claims = await self.store.claim(

@@ -67,25 +67,32 @@ class ChildError(Exception):
 
 
 @step
-async def maybe_fail(i: int) -> int:
+async def maybe_fail(i: int, hold_until_failed: str = "") -> int:
     calls[f"maybe_fail:{i}"] += 1
     if failures_left.get(i, 0) > 0:
         failures_left[i] -= 1
         raise ChildError(f"child {i} failed")
-    if i != 2:
-        await anyio.sleep(0.2)  # siblings are still running when child 2 fails
+    if hold_until_failed:  # still running when the parent fails
+        store = await open_store(Settings.from_env())
+        try:
+            while (row := await store.get_execution(hold_until_failed)) is None or (
+                row.status != "failed"
+            ):
+                await store.wait_for_change(0.05)
+        finally:
+            await store.aclose()
     return i * 10
 
 
 @workflow
-async def fan_with_failure(n: int) -> list[int]:
-    return await gather_durable(*(maybe_fail(i) for i in range(n)))
+async def fan_with_failure(n: int, hold: str) -> list[int]:
+    return await gather_durable(*(maybe_fail(i, "" if i == 2 else hold) for i in range(n)))
 
 
 def test_a_failed_child_raises_in_the_parent_and_its_siblings_complete(database_url: str) -> None:
     failures_left[2] = 1
     with pytest.raises(ChildError, match="child 2 failed"):
-        flowz.run(fan_with_failure, 5, id="ff")
+        flowz.run(fan_with_failure, 5, "ff", id="ff")
     parent_failed_at = next(r for r in anyio.run(tree, "ff") if r.id == "ff").finished_at
 
     async def finish_siblings() -> list[ExecutionRow]:
@@ -116,9 +123,9 @@ def test_a_failed_child_raises_in_the_parent_and_its_siblings_complete(database_
     assert all(rows[f"ff/0/{i}"].finished_at > parent_failed_at for i in (0, 1, 3, 4))  # type: ignore[operator]
 
     async def retry() -> list[int]:
-        handle = await fan_with_failure.start(5, id="ff")
+        handle = await fan_with_failure.start(5, "ff", id="ff")
         await handle.retry()
-        return await fan_with_failure.run(5, id="ff")
+        return await fan_with_failure.run(5, "ff", id="ff")
 
     assert anyio.run(retry) == [0, 10, 20, 30, 40]
     assert [calls[f"maybe_fail:{i}"] for i in range(5)] == [1, 1, 2, 1, 1]

@@ -88,7 +88,8 @@ class PostgresStore:
             max_size=max_connections,
             open=False,
             check=AsyncConnectionPool.check_connection,
-            kwargs={"autocommit": False},
+            # Autocommit: a one-statement operation is one round trip; others use transaction().
+            kwargs={"autocommit": True},
         )
         self._listener: psycopg.AsyncConnection[Any] | None = None
         self._listening = False
@@ -122,7 +123,7 @@ class PostgresStore:
     async def _tx(self) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
         """One transaction on a pooled connection; committed at the end of the block."""
         try:
-            async with self._pool.connection() as conn, conn.cursor() as cur:
+            async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 yield cur
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL error: {exc}") from exc
@@ -288,11 +289,17 @@ class PostgresStore:
 
         return await self._retrying(operation)  # type: ignore[no-any-return]
 
+    async def _statement(self, sql: str, params: Sequence[Any]) -> psycopg.AsyncCursor[Any]:
+        """One statement, its own transaction (autocommit): a single round trip."""
+        try:
+            async with self._pool.connection() as conn:
+                return await conn.execute(sql, params)
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL error: {exc}") from exc
+
     async def _select(self, sql: str, params: Sequence[Any]) -> list[Any]:
         async def operation() -> list[Any]:
-            async with self._tx() as cur:
-                await cur.execute(sql, params)
-                return await cur.fetchall()
+            return await (await self._statement(sql, params)).fetchall()
 
         return await self._retrying(operation)  # type: ignore[no-any-return]
 
@@ -465,12 +472,28 @@ class PostgresStore:
         }
 
     async def append_journal(self, fence: Fence, entry: JournalEntry) -> None:
-        async def operation() -> None:
-            async with self._tx() as cur:
-                await self._fence(cur, fence)
-                await self._insert_entries(cur, fence.execution_id, [entry])
+        # The hot path of every inline step: fence and write in one statement. FOR SHARE
+        # holds off a reaper or a new claim until this write commits.
+        async def operation() -> int:
+            cur = await self._statement(
+                "INSERT INTO flowz_journal (execution_id, position, kind, name, status, output, "
+                "error, attempt, started_at, finished_at) "
+                "SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s WHERE EXISTS (SELECT 1 FROM "
+                "flowz_executions WHERE id = %s AND claim_token = %s AND status = 'running' "
+                "FOR SHARE) ON CONFLICT (execution_id, position) DO UPDATE SET "
+                "kind = excluded.kind, name = excluded.name, status = excluded.status, "
+                "output = excluded.output, error = excluded.error, attempt = excluded.attempt, "
+                "started_at = excluded.started_at, finished_at = excluded.finished_at",
+                (
+                    fence.execution_id, entry.position, entry.kind, entry.name, entry.status,
+                    _dumps_or_none(entry.output), _dumps_or_none(entry.error), entry.attempt,
+                    entry.started_at, entry.finished_at, fence.execution_id, fence.token,
+                ),
+            )  # fmt: skip
+            return cur.rowcount
 
-        await self._retrying(operation)
+        if await self._retrying(operation) != 1:
+            raise LeaseLost(fence.execution_id)
 
     async def schedule_children(
         self, fence: Fence, entries: Sequence[JournalEntry], children: Sequence[NewExecution]
@@ -563,48 +586,59 @@ class PostgresStore:
         await self._retrying(self._finish_batch, batch)
 
     async def _finish_batch(self, batch: list[Pending[_Finish]]) -> None:
-        ids = sorted(p.item.fence.execution_id for p in batch)
+        batch = sorted(batch, key=lambda p: p.item.fence.execution_id)
         async with self._tx() as cur:
             # Lock order, parents before children and each in id order, is the same as a
             # parent's wait_for_children takes (itself, then its children): no deadlock.
             await cur.execute(
                 "SELECT 1 FROM flowz_executions WHERE id IN (SELECT parent_id FROM "
                 "flowz_executions WHERE id = ANY(%s)) ORDER BY id FOR UPDATE",
-                (ids,),
+                ([p.item.fence.execution_id for p in batch],),
             )
-            for pending in sorted(batch, key=lambda p: p.item.fence.execution_id):
-                item = pending.item
-                pending.failure = None
-                await cur.execute(
-                    "UPDATE flowz_executions SET status = %s, output = %s, error = %s, "
-                    f"finished_at = {_NOW}, updated_at = {_NOW}, claim_token = NULL, "
-                    "lease_owner = NULL, lease_expires_at = NULL "
-                    "WHERE id = %s AND claim_token = %s AND status = 'running' "
-                    "RETURNING parent_id, awaited_at",
+            # One pipelined round trip for the whole batch.
+            await cur.executemany(
+                "UPDATE flowz_executions SET status = %s, output = %s, error = %s, "
+                f"finished_at = {_NOW}, updated_at = {_NOW}, claim_token = NULL, "
+                "lease_owner = NULL, lease_expires_at = NULL "
+                "WHERE id = %s AND claim_token = %s AND status = 'running' "
+                "RETURNING parent_id, awaited_at",
+                [
                     (
-                        item.status,
-                        _dumps_or_none(item.output),
-                        _dumps_or_none(item.error),
-                        item.fence.execution_id,
-                        item.fence.token,
-                    ),
-                )
+                        p.item.status,
+                        _dumps_or_none(p.item.output),
+                        _dumps_or_none(p.item.error),
+                        p.item.fence.execution_id,
+                        p.item.fence.token,
+                    )
+                    for p in batch
+                ],
+                returning=True,
+            )
+            # Per parent wait: how many awaited children ended, and whether one failed.
+            ended: dict[tuple[str, int], list[int]] = {}
+            for pending in batch:
+                pending.failure = None
                 done = await cur.fetchone()
+                cur.nextset()
                 if done is None:
-                    pending.failure = LeaseLost(item.fence.execution_id)
-                    continue
-                parent_id, awaited_at = done
-                if parent_id is None or awaited_at is None:
-                    continue
+                    pending.failure = LeaseLost(pending.item.fence.execution_id)
+                elif done[0] is not None and done[1] is not None:
+                    counts = ended.setdefault((done[0], done[1]), [0, 0])
+                    counts[0] += 1
+                    counts[1] += pending.item.status != "succeeded"
+            if ended:
                 # The last awaited child makes the parent runnable; a failure wakes it at once.
-                wake_now = "true" if item.status != "succeeded" else "wait_count - 1 <= 0"
-                await cur.execute(
-                    "UPDATE flowz_executions SET wait_count = wait_count - 1, "
-                    f"status = CASE WHEN {wake_now} THEN 'pending' ELSE status END, "
-                    f"run_at = CASE WHEN {wake_now} THEN {_NOW} ELSE run_at END, "
-                    f"updated_at = {_NOW} WHERE id = %s AND status = 'waiting' "
-                    "AND wait_position = %s",
-                    (parent_id, awaited_at),
+                await cur.executemany(
+                    "UPDATE flowz_executions SET wait_count = wait_count - %(n)s, "
+                    "status = CASE WHEN %(failed)s OR wait_count - %(n)s <= 0 THEN 'pending' "
+                    "ELSE status END, "
+                    f"run_at = CASE WHEN %(failed)s OR wait_count - %(n)s <= 0 THEN {_NOW} "
+                    f"ELSE run_at END, updated_at = {_NOW} "
+                    "WHERE id = %(id)s AND status = 'waiting' AND wait_position = %(at)s",
+                    [
+                        {"id": parent, "at": at, "n": n, "failed": failed > 0}
+                        for (parent, at), (n, failed) in sorted(ended.items())
+                    ],
                 )
             await self._announce(cur)
         self._notify()
