@@ -8,9 +8,22 @@ from typing import Generic, TypeVar
 
 import anyio
 
-__all__ = ["GroupCommit", "Pending"]
+from .._types import JSON
+from ._protocol import Fence
+
+__all__ = ["Finish", "GroupCommit", "Pending"]
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """An execution's end, as the stores' group commit of completions carries it."""
+
+    fence: Fence
+    status: str
+    output: JSON
+    error: JSON
 
 
 @dataclass(slots=True)

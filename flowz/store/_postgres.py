@@ -10,7 +10,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -24,10 +23,10 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 from sqlalchemy.dialects import postgresql as pg_dialect
 
-from .._serde import dumps, loads
+from .._serde import dumps
 from .._types import JSON, TERMINAL_STATUSES
 from ..errors import RunNotFoundError, SchemaVersionError, StoreError, StoreUnavailableError
-from ._batch import GroupCommit, Pending
+from ._batch import Finish, GroupCommit, Pending
 from ._models import SCHEMA_VERSION, schema_statements
 from ._protocol import (
     Claim,
@@ -38,38 +37,30 @@ from ._protocol import (
     NewExecution,
     WorkerRow,
 )
+from ._rows import (
+    EXECUTION_COLUMNS,
+    JOURNAL_COLUMNS,
+    dumps_or_none,
+    execution_row,
+    journal_entry,
+    journal_params,
+    new_execution_params,
+)
 
 __all__ = ["PostgresStore"]
 
-_COLUMNS = (
-    "id, root_id, parent_id, position, child_index, kind, name, input, output, error, status, "
-    "attempt, max_attempts, run_at, queue, priority, lease_owner, lease_expires_at, "
-    "created_at, updated_at, started_at, finished_at"
+_COLUMNS = EXECUTION_COLUMNS
+_JOURNAL_UPSERT = (
+    "ON CONFLICT (execution_id, position) DO UPDATE SET kind = excluded.kind, "
+    "name = excluded.name, status = excluded.status, output = excluded.output, "
+    "error = excluded.error, attempt = excluded.attempt, started_at = excluded.started_at, "
+    "finished_at = excluded.finished_at"
 )
 _NOW = "extract(epoch from clock_timestamp())::float8"
 _CHANNEL = "flowz_changed"
 _TERMINAL = list(TERMINAL_STATUSES)
 _MIGRATION_LOCK = 0x666C6F777A  # pg_advisory_xact_lock key: one migrator at a time
 _RETRIES = 3  # attempts of one operation when the connection breaks (server restart)
-
-
-def _row(r: Sequence[Any]) -> ExecutionRow:
-    return ExecutionRow(
-        r[0], r[1], r[2], r[3], r[4], r[5], r[6], loads(r[7]), loads(r[8]), loads(r[9]),
-        r[10], r[11], r[12], r[13], r[14], r[15], r[16], r[17], r[18], r[19], r[20], r[21],
-    )  # fmt: skip
-
-
-def _dumps_or_none(value: JSON) -> str | None:
-    return None if value is None else dumps(value)
-
-
-@dataclass(frozen=True, slots=True)
-class _Finish:
-    fence: Fence
-    status: str
-    output: JSON
-    error: JSON
 
 
 class PostgresStore:
@@ -94,7 +85,7 @@ class PostgresStore:
         self._listener: psycopg.AsyncConnection[Any] | None = None
         self._listening = False
         self._changed: anyio.Event | None = None
-        self._finishing = GroupCommit[_Finish](self._flush_finishes)
+        self._finishing = GroupCommit[Finish](self._flush_finishes)
 
     async def open(self) -> None:
         """Open the pool; fail clearly if the server cannot be reached."""
@@ -164,27 +155,9 @@ class PostgresStore:
         if not entries:
             return
         await cur.executemany(
-            "INSERT INTO flowz_journal (execution_id, position, kind, name, status, output, "
-            "error, attempt, started_at, finished_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
-            "ON CONFLICT (execution_id, position) DO UPDATE SET kind = excluded.kind, "
-            "name = excluded.name, status = excluded.status, output = excluded.output, "
-            "error = excluded.error, attempt = excluded.attempt, "
-            "started_at = excluded.started_at, finished_at = excluded.finished_at",
-            [
-                (
-                    execution_id,
-                    e.position,
-                    e.kind,
-                    e.name,
-                    e.status,
-                    _dumps_or_none(e.output),
-                    _dumps_or_none(e.error),
-                    e.attempt,
-                    e.started_at,
-                    e.finished_at,
-                )
-                for e in entries
-            ],
+            f"INSERT INTO flowz_journal ({JOURNAL_COLUMNS}) "
+            f"VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) {_JOURNAL_UPSERT}",
+            [journal_params(execution_id, e) for e in entries],
         )
 
     @staticmethod
@@ -194,13 +167,7 @@ class PostgresStore:
         if not executions:
             return 0
         # One statement for any width: arrays unnested server-side, no per-child round trip.
-        columns = list(zip(*[
-            (
-                e.id, e.root_id, e.parent_id, e.position, e.child_index, e.kind, e.name,
-                dumps(e.input), e.max_attempts, e.run_at, e.queue, e.priority,
-            )
-            for e in executions
-        ], strict=True))  # fmt: skip
+        columns = list(zip(*map(new_execution_params, executions), strict=True))
         await cur.execute(
             "INSERT INTO flowz_executions (id, root_id, parent_id, position, child_index, kind, "
             "name, input, status, attempt, max_attempts, run_at, queue, priority, wait_count, "
@@ -285,7 +252,7 @@ class PostgresStore:
                 row = await cur.fetchone()
                 if created:
                     await self._announce(cur)
-            return _row(row), created  # type: ignore[arg-type]
+            return execution_row(row), created  # type: ignore[arg-type]
 
         return await self._retrying(operation)  # type: ignore[no-any-return]
 
@@ -307,7 +274,7 @@ class PostgresStore:
         rows = await self._select(
             f"SELECT {_COLUMNS} FROM flowz_executions WHERE id = %s", (execution_id,)
         )
-        return _row(rows[0]) if rows else None
+        return execution_row(rows[0]) if rows else None
 
     async def list_executions(self, root_id: str) -> list[ExecutionRow]:
         rows = await self._select(
@@ -315,7 +282,7 @@ class PostgresStore:
             "ORDER BY parent_id IS NOT NULL, created_at, parent_id, position, child_index",
             (root_id,),
         )
-        return [_row(r) for r in rows]
+        return [execution_row(r) for r in rows]
 
     async def retry_run(self, run_id: str) -> bool:
         async def operation() -> bool:
@@ -376,7 +343,7 @@ class PostgresStore:
                 return await cur.fetchall()
 
         rows = await self._retrying(operation)
-        claims = [Claim(_row(r), Fence(r[0], token), resumed=r[22]) for r in rows]
+        claims = [Claim(execution_row(r), Fence(r[0], token), resumed=r[22]) for r in rows]
         claims.sort(key=lambda c: (-c.execution.priority, c.execution.run_at))
         return claims
 
@@ -466,30 +433,19 @@ class PostgresStore:
             "finished_at FROM flowz_journal WHERE execution_id = %s",
             (execution_id,),
         )
-        return {
-            r[0]: JournalEntry(r[0], r[1], r[2], r[3], loads(r[4]), loads(r[5]), r[6], r[7], r[8])
-            for r in rows
-        }
+        return {r[0]: journal_entry(r) for r in rows}
 
     async def append_journal(self, fence: Fence, entry: JournalEntry) -> None:
         # The hot path of every inline step: fence and write in one statement. FOR SHARE
         # holds off a reaper or a new claim until this write commits.
         async def operation() -> int:
             cur = await self._statement(
-                "INSERT INTO flowz_journal (execution_id, position, kind, name, status, output, "
-                "error, attempt, started_at, finished_at) "
+                f"INSERT INTO flowz_journal ({JOURNAL_COLUMNS}) "
                 "SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s WHERE EXISTS (SELECT 1 FROM "
                 "flowz_executions WHERE id = %s AND claim_token = %s AND status = 'running' "
-                "FOR SHARE) ON CONFLICT (execution_id, position) DO UPDATE SET "
-                "kind = excluded.kind, name = excluded.name, status = excluded.status, "
-                "output = excluded.output, error = excluded.error, attempt = excluded.attempt, "
-                "started_at = excluded.started_at, finished_at = excluded.finished_at",
-                (
-                    fence.execution_id, entry.position, entry.kind, entry.name, entry.status,
-                    _dumps_or_none(entry.output), _dumps_or_none(entry.error), entry.attempt,
-                    entry.started_at, entry.finished_at, fence.execution_id, fence.token,
-                ),
-            )  # fmt: skip
+                f"FOR SHARE) {_JOURNAL_UPSERT}",
+                (*journal_params(fence.execution_id, entry), fence.execution_id, fence.token),
+            )
             return cur.rowcount
 
         if await self._retrying(operation) != 1:
@@ -547,7 +503,7 @@ class PostgresStore:
             "AND position = ANY(%s) ORDER BY position, child_index",
             (parent_id, list(positions)),
         )
-        return [_row(r) for r in rows]
+        return [execution_row(r) for r in rows]
 
     async def suspend_until(self, fence: Fence, run_at: float, entry: JournalEntry | None) -> None:
         async def operation() -> None:
@@ -580,12 +536,12 @@ class PostgresStore:
         await self._retrying(operation)
 
     async def finish(self, fence: Fence, status: str, output: JSON, error: JSON) -> None:
-        await self._finishing.submit(_Finish(fence, status, output, error))
+        await self._finishing.submit(Finish(fence, status, output, error))
 
-    async def _flush_finishes(self, batch: list[Pending[_Finish]]) -> None:
+    async def _flush_finishes(self, batch: list[Pending[Finish]]) -> None:
         await self._retrying(self._finish_batch, batch)
 
-    async def _finish_batch(self, batch: list[Pending[_Finish]]) -> None:
+    async def _finish_batch(self, batch: list[Pending[Finish]]) -> None:
         batch = sorted(batch, key=lambda p: p.item.fence.execution_id)
         async with self._tx() as cur:
             # Lock order, parents before children and each in id order, is the same as a
@@ -605,8 +561,8 @@ class PostgresStore:
                 [
                     (
                         p.item.status,
-                        _dumps_or_none(p.item.output),
-                        _dumps_or_none(p.item.error),
+                        dumps_or_none(p.item.output),
+                        dumps_or_none(p.item.error),
                         p.item.fence.execution_id,
                         p.item.fence.token,
                     )

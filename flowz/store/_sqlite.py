@@ -12,17 +12,16 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from .._serde import dumps, loads
+from .._serde import dumps
 from .._types import JSON, TERMINAL_STATUSES
 from ..errors import RunNotFoundError, SchemaVersionError, StoreError, StoreUnavailableError
-from ._batch import GroupCommit, Pending
+from ._batch import Finish, GroupCommit, Pending
 from ._models import SCHEMA_VERSION, schema_statements
 from ._protocol import (
     Claim,
@@ -33,57 +32,23 @@ from ._protocol import (
     NewExecution,
     WorkerRow,
 )
+from ._rows import (
+    EXECUTION_COLUMNS,
+    JOURNAL_COLUMNS,
+    dumps_or_none,
+    execution_row,
+    journal_entry,
+    journal_params,
+    new_execution_params,
+)
 
 __all__ = ["SqliteStore"]
 
-_COLUMNS = (
-    "id, root_id, parent_id, position, child_index, kind, name, input, output, error, status, "
-    "attempt, max_attempts, run_at, queue, priority, lease_owner, lease_expires_at, "
-    "created_at, updated_at, started_at, finished_at"
-)
+_COLUMNS = EXECUTION_COLUMNS
 _TERMINAL_SQL = ", ".join(f"'{s}'" for s in TERMINAL_STATUSES)
 _CHUNK = 500  # bound parameters per IN (...) list
 # How often an idle worker checks whether another process committed (PRAGMA data_version is cheap).
 _OTHER_PROCESS_POLL = 0.05
-
-
-@dataclass(frozen=True, slots=True)
-class _Finish:
-    fence: Fence
-    status: str
-    output: JSON
-    error: JSON
-
-
-def _row(r: Sequence[Any]) -> ExecutionRow:
-    return ExecutionRow(
-        id=r[0],
-        root_id=r[1],
-        parent_id=r[2],
-        position=r[3],
-        child_index=r[4],
-        kind=r[5],
-        name=r[6],
-        input=loads(r[7]),
-        output=loads(r[8]),
-        error=loads(r[9]),
-        status=r[10],
-        attempt=r[11],
-        max_attempts=r[12],
-        run_at=r[13],
-        queue=r[14],
-        priority=r[15],
-        lease_owner=r[16],
-        lease_expires_at=r[17],
-        created_at=r[18],
-        updated_at=r[19],
-        started_at=r[20],
-        finished_at=r[21],
-    )
-
-
-def _dumps_or_none(value: JSON) -> str | None:
-    return None if value is None else dumps(value)
 
 
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -125,7 +90,7 @@ class SqliteStore:
                 "folder exists and is writable, or point FLOWZ_DATABASE_URL elsewhere."
             ) from exc
         self._changed: anyio.Event | None = None
-        self._finishing = GroupCommit[_Finish](self._flush_finishes)
+        self._finishing = GroupCommit[Finish](self._flush_finishes)
 
     # -- plumbing -----------------------------------------------------------
     @contextmanager
@@ -179,23 +144,9 @@ class SqliteStore:
         cur: sqlite3.Cursor, execution_id: str, entries: Sequence[JournalEntry]
     ) -> None:
         cur.executemany(
-            "INSERT OR REPLACE INTO flowz_journal (execution_id, position, kind, name, status, "
-            "output, error, attempt, started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            [
-                (
-                    execution_id,
-                    e.position,
-                    e.kind,
-                    e.name,
-                    e.status,
-                    _dumps_or_none(e.output),
-                    _dumps_or_none(e.error),
-                    e.attempt,
-                    e.started_at,
-                    e.finished_at,
-                )
-                for e in entries
-            ],
+            f"INSERT OR REPLACE INTO flowz_journal ({JOURNAL_COLUMNS}) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [journal_params(execution_id, e) for e in entries],
         )
 
     @staticmethod
@@ -208,23 +159,8 @@ class SqliteStore:
             "priority, wait_count, created_at, updated_at) "
             "VALUES (?,?,?,?,?,?,?,?,'pending',0,?,?,?,?,0,?,?)",
             [
-                (
-                    e.id,
-                    e.root_id,
-                    e.parent_id,
-                    e.position,
-                    e.child_index,
-                    e.kind,
-                    e.name,
-                    dumps(e.input),
-                    e.max_attempts,
-                    now if e.run_at is None else e.run_at,
-                    e.queue,
-                    e.priority,
-                    now,
-                    now,
-                )
-                for e in executions
+                (*p[:9], now if p[9] is None else p[9], *p[10:], now, now)
+                for p in map(new_execution_params, executions)
             ],
         )
         return cur.rowcount
@@ -269,11 +205,11 @@ class SqliteStore:
             ).fetchone()
         if created:
             self._notify()
-        return _row(row), created
+        return execution_row(row), created
 
     async def get_execution(self, execution_id: str) -> ExecutionRow | None:
         rows = self._read(f"SELECT {_COLUMNS} FROM flowz_executions WHERE id = ?", (execution_id,))
-        return _row(rows[0]) if rows else None
+        return execution_row(rows[0]) if rows else None
 
     async def list_executions(self, root_id: str) -> list[ExecutionRow]:
         rows = self._read(
@@ -281,7 +217,7 @@ class SqliteStore:
             "ORDER BY parent_id IS NOT NULL, created_at, parent_id, position, child_index",
             (root_id,),
         )
-        return [_row(r) for r in rows]
+        return [execution_row(r) for r in rows]
 
     async def retry_run(self, run_id: str) -> bool:
         now = time.time()
@@ -338,7 +274,7 @@ class SqliteStore:
                 f"RETURNING {_COLUMNS}",
                 (token, worker_id, now + lease_seconds, now, now, queue, now, *names, limit),
             ).fetchall()
-        executions = sorted((_row(r) for r in rows), key=lambda e: (-e.priority, e.run_at))
+        executions = sorted((execution_row(r) for r in rows), key=lambda e: (-e.priority, e.run_at))
         return [Claim(e, Fence(e.id, token), resumed=e.started_at != now) for e in executions]
 
     async def next_due_at(self, names: Sequence[str], queue: str) -> float | None:
@@ -413,10 +349,7 @@ class SqliteStore:
             "finished_at FROM flowz_journal WHERE execution_id = ?",
             (execution_id,),
         )
-        return {
-            r[0]: JournalEntry(r[0], r[1], r[2], r[3], loads(r[4]), loads(r[5]), r[6], r[7], r[8])
-            for r in rows
-        }
+        return {r[0]: journal_entry(r) for r in rows}
 
     async def append_journal(self, fence: Fence, entry: JournalEntry) -> None:
         with self._tx() as cur:
@@ -470,7 +403,7 @@ class SqliteStore:
         rows: list[ExecutionRow] = []
         for chunk in _chunks(sorted(positions)):
             rows.extend(
-                _row(r)
+                execution_row(r)
                 for r in self._read(
                     f"SELECT {_COLUMNS} FROM flowz_executions WHERE parent_id = ? "
                     f"AND position IN ({','.join('?' * len(chunk))}) "
@@ -506,13 +439,13 @@ class SqliteStore:
         self._notify()
 
     async def finish(self, fence: Fence, status: str, output: JSON, error: JSON) -> None:
-        await self._finishing.submit(_Finish(fence, status, output, error))
+        await self._finishing.submit(Finish(fence, status, output, error))
 
-    async def _flush_finishes(self, batch: list[Pending[_Finish]]) -> None:
+    async def _flush_finishes(self, batch: list[Pending[Finish]]) -> None:
         self._finish_batch(batch)
         self._notify()
 
-    def _finish_batch(self, batch: list[Pending[_Finish]]) -> None:
+    def _finish_batch(self, batch: list[Pending[Finish]]) -> None:
         now = time.time()
         with self._tx() as cur:
             for pending in batch:
@@ -525,8 +458,8 @@ class SqliteStore:
                     "RETURNING parent_id, awaited_at",
                     (
                         item.status,
-                        _dumps_or_none(item.output),
-                        _dumps_or_none(item.error),
+                        dumps_or_none(item.output),
+                        dumps_or_none(item.error),
                         now,
                         now,
                         item.fence.execution_id,
