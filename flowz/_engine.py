@@ -16,6 +16,18 @@ import anyio.to_thread
 
 from ._context import ExecutionContext, StepContext, step_context
 from ._decorators import DurableCall
+from ._events import (
+    ChildFinished,
+    ChildrenScheduled,
+    EventBus,
+    RunFinished,
+    RunResumed,
+    RunStarted,
+    RunSuspended,
+    StepFinished,
+    StepRetried,
+    StepStarted,
+)
 from ._gather import StepHandle
 from ._registry import Definition, StepOptions
 from ._serde import dump_error, load_error
@@ -81,8 +93,11 @@ async def _invoke(
 class _Attempt(ExecutionContext):
     """One attempt of a workflow execution."""
 
-    def __init__(self, store: Store, claim: Claim, journal: dict[int, JournalEntry]) -> None:
+    def __init__(
+        self, store: Store, claim: Claim, journal: dict[int, JournalEntry], bus: EventBus
+    ) -> None:
         self.store = store
+        self.bus = bus
         self.row = claim.execution
         self.fence = claim.fence
         self.journal = journal
@@ -114,9 +129,10 @@ class _Attempt(ExecutionContext):
             self._entries, self._children = [], []
             await self.store.schedule_children(self.fence, entries, children)
 
-    async def _suspend_until(self, run_at: float, entry: JournalEntry | None) -> None:
+    async def _suspend_until(self, run_at: float, entry: JournalEntry | None, reason: str) -> None:
         await self.flush()
         await self.store.suspend_until(self.fence, run_at, entry)
+        self.bus.publish(RunSuspended(self.row.id, reason, run_at, time.time()))
         raise _Suspend
 
     # -- ExecutionContext ---------------------------------------------------
@@ -127,23 +143,37 @@ class _Attempt(ExecutionContext):
         codec = definition.codec
         attempt = 1
         if entry is not None:
-            if entry.status == "succeeded":
-                return codec.load_result(entry.output)
-            if entry.status == "failed":
+            if entry.status in ("succeeded", "failed"):
+                self.bus.publish(
+                    StepFinished(
+                        self.row.id, position, definition.name, entry.attempt,
+                        entry.status == "succeeded", time.time(), replayed=True,
+                    )
+                )  # fmt: skip
+                if entry.status == "succeeded":
+                    return codec.load_result(entry.output)
                 raise load_error(entry.error)
             attempt = entry.attempt + 1  # a retry that suspended the workflow
             if entry.output["retry_at"] > time.time():
-                await self._suspend_until(entry.output["retry_at"], None)
+                await self._suspend_until(entry.output["retry_at"], None, "retry")
         codec.dump_args(call.args, call.kwargs)  # a bad argument fails here, at the call site
         await self.flush()
         options = definition.options
         started = time.time()
         while True:
             ctx = StepContext(self.row.id, position, definition.name, attempt)
+            self.bus.publish(
+                StepStarted(self.row.id, position, definition.name, attempt, time.time())
+            )
             try:
                 output = codec.dump_result(await _invoke(definition, call.args, call.kwargs, ctx))
             except Exception as exc:
                 if not _retryable(options, exc, attempt):
+                    self.bus.publish(
+                        StepFinished(
+                            self.row.id, position, definition.name, attempt, False, time.time()
+                        )
+                    )
                     await self.store.append_journal(
                         self.fence,
                         JournalEntry(
@@ -159,6 +189,11 @@ class _Attempt(ExecutionContext):
                     )
                     raise
                 delay = retry_delay(options, attempt)
+                self.bus.publish(
+                    StepRetried(
+                        self.row.id, position, definition.name, attempt, repr(exc), time.time()
+                    )
+                )
                 if delay > INLINE_RETRY_LIMIT:
                     retry_at = time.time() + delay
                     await self._suspend_until(
@@ -173,6 +208,7 @@ class _Attempt(ExecutionContext):
                             attempt=attempt,
                             started_at=started,
                         ),
+                        "retry",
                     )
                 await anyio.sleep(delay)
                 attempt += 1
@@ -190,6 +226,9 @@ class _Attempt(ExecutionContext):
                     finished_at=time.time(),
                 ),
             )
+            self.bus.publish(
+                StepFinished(self.row.id, position, definition.name, attempt, True, time.time())
+            )
             # Return what a replay would return, so first run and replay see the same value.
             return codec.load_result(output)
 
@@ -202,6 +241,7 @@ class _Attempt(ExecutionContext):
         kind = EntryKind.SCHEDULE if len(calls) == 1 else EntryKind.GATHER
         entry = self._replayed(position, name, kind)
         handles = [StepHandle[Any](c.definition, position, i) for i, c in enumerate(calls)]
+        self.bus.publish(ChildrenScheduled(self.row.id, position, name, len(calls), time.time()))
         if entry is not None:
             if entry.output["width"] != len(calls):
                 self.nondeterminism = NonDeterminismError(
@@ -255,6 +295,7 @@ class _Attempt(ExecutionContext):
             results = await self._results(handles, return_exceptions)
             if results is not None:
                 return results
+        self.bus.publish(RunSuspended(self.row.id, "children", None, time.time()))
         raise _Suspend
 
     async def _results(
@@ -300,7 +341,7 @@ class _Attempt(ExecutionContext):
         if entry is not None:
             wake_at = float(entry.output)
             if wake_at > time.time():
-                await self._suspend_until(wake_at, None)
+                await self._suspend_until(wake_at, None, "sleep")
             return
         now = time.time()
         await self._suspend_until(
@@ -313,6 +354,7 @@ class _Attempt(ExecutionContext):
                 output=now + seconds,
                 started_at=now,
             ),
+            "sleep",
         )
 
 
@@ -322,23 +364,44 @@ def _child_error(row: ExecutionRow) -> BaseException:
     return load_error(row.error)
 
 
-async def execute(store: Store, definition: Definition | None, claim: Claim) -> None:
+async def execute(
+    store: Store, definition: Definition | None, claim: Claim, bus: EventBus | None = None
+) -> None:
     """Run one attempt of a claimed execution and store how it ended.
 
     Raises LeaseLost if another worker took the execution over meanwhile.
     """
     row = claim.execution
+    bus = bus or EventBus()
     if definition is None:  # claims filter by name; this guards a registry that changed
         error = UnknownWorkflowError(f"{row.name!r} is not registered in this worker")
-        await store.finish(claim.fence, Status.FAILED, None, dump_error(error))
-        return
-    if definition.kind is Kind.STEP:
-        await _execute_step(store, definition, claim)
+        await _finish(store, bus, claim, None, error)
+    elif definition.kind is Kind.STEP:
+        await _execute_step(store, definition, claim, bus)
     else:
-        await _execute_workflow(store, definition, claim)
+        await _execute_workflow(store, definition, claim, bus)
 
 
-async def _execute_step(store: Store, definition: Definition, claim: Claim) -> None:
+async def _finish(
+    store: Store, bus: EventBus, claim: Claim, output: Any, error: BaseException | None
+) -> None:
+    """Store the end of an execution, then tell the observers."""
+    row = claim.execution
+    ok = error is None
+    await store.finish(
+        claim.fence,
+        Status.SUCCEEDED if ok else Status.FAILED,
+        output,
+        None if error is None else dump_error(error),
+    )
+    now = time.time()
+    if row.kind == Kind.WORKFLOW:
+        bus.publish(RunFinished(row.id, ok, None if ok else repr(error), now))
+    if row.parent_id is not None and row.position is not None:
+        bus.publish(ChildFinished(row.id, row.parent_id, row.position, row.name, ok, now))
+
+
+async def _execute_step(store: Store, definition: Definition, claim: Claim, bus: EventBus) -> None:
     row = claim.execution
     try:
         args, kwargs = definition.codec.load_args(row.input)
@@ -349,15 +412,23 @@ async def _execute_step(store: Store, definition: Definition, claim: Claim) -> N
             delay = retry_delay(definition.options, row.attempt)
             await store.retry_later(claim.fence, time.time() + delay, dump_error(exc))
         else:
-            await store.finish(claim.fence, Status.FAILED, None, dump_error(exc))
+            await _finish(store, bus, claim, None, exc)
         return
-    await store.finish(claim.fence, Status.SUCCEEDED, output, None)
+    await _finish(store, bus, claim, output, None)
 
 
-async def _execute_workflow(store: Store, definition: Definition, claim: Claim) -> None:
+async def _execute_workflow(
+    store: Store, definition: Definition, claim: Claim, bus: EventBus
+) -> None:
     row = claim.execution
     journal = await store.read_journal(row.id) if claim.resumed else {}
-    attempt = _Attempt(store, claim, journal)
+    now = time.time()
+    bus.publish(
+        RunResumed(row.id, row.name, now)
+        if claim.resumed
+        else RunStarted(row.id, row.name, row.parent_id, now)
+    )
+    attempt = _Attempt(store, claim, journal, bus)
     var = step_context()
     token = var.set(attempt)
     try:
@@ -375,15 +446,11 @@ async def _execute_workflow(store: Store, definition: Definition, claim: Claim) 
             return
         if group.split(Exception)[1] is not None:
             raise
-        await store.finish(
-            claim.fence, Status.FAILED, None, dump_error(attempt.nondeterminism or group)
-        )
+        await _finish(store, bus, claim, None, attempt.nondeterminism or group)
         return
     except Exception as exc:
-        await store.finish(
-            claim.fence, Status.FAILED, None, dump_error(attempt.nondeterminism or exc)
-        )
+        await _finish(store, bus, claim, None, attempt.nondeterminism or exc)
         return
     finally:
         var.reset(token)
-    await store.finish(claim.fence, Status.SUCCEEDED, output, None)
+    await _finish(store, bus, claim, output, None)

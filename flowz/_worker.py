@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -13,7 +14,9 @@ from anyio.abc import TaskGroup
 
 from ._config import Settings
 from ._engine import execute
+from ._events import EventBus
 from ._registry import Registry
+from ._serde import dump_error
 from .errors import StoreError
 from .store._protocol import Claim, LeaseLost, Store
 
@@ -44,8 +47,11 @@ class Worker:
         >>> await worker.run()  # doctest: +SKIP
     """
 
-    def __init__(self, store: Store, registry: Registry, settings: Settings) -> None:
+    def __init__(
+        self, store: Store, registry: Registry, settings: Settings, bus: EventBus | None = None
+    ) -> None:
         self.store = store
+        self.bus = bus or EventBus()
         self.registry = registry
         self.settings = settings
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -132,17 +138,23 @@ class Worker:
 
     async def _run_one(self, claim: Claim) -> None:
         try:
-            await execute(self.store, self.registry.get(claim.execution.name), claim)
+            await execute(self.store, self.registry.get(claim.execution.name), claim, self.bus)
         except LeaseLost:
             log.warning("lost the lease of %s; another worker took it over", claim.execution.id)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await self.store.release(claim.fence)
             raise
-        except Exception:
+        except StoreError:
+            # The database failed (restart, network): give the work back for a later try.
             log.exception("flowz could not record the end of %s", claim.execution.id)
-            with anyio.CancelScope(shield=True):
+            with anyio.CancelScope(shield=True), contextlib.suppress(StoreError, LeaseLost):
                 await self.store.release(claim.fence)
+        except Exception as exc:
+            # A bug, not a passing fault: fail the execution visibly instead of looping on it.
+            log.exception("flowz failed while running %s", claim.execution.id)
+            with anyio.CancelScope(shield=True), contextlib.suppress(StoreError, LeaseLost):
+                await self.store.finish(claim.fence, "failed", None, dump_error(exc))
         finally:
             self._running -= 1
             self._slot_freed.set()

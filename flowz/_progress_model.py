@@ -1,0 +1,190 @@
+"""The progress view's state: events (or database rows) folded into a tree. No rich here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ._events import (
+    ChildFinished,
+    ChildrenScheduled,
+    Event,
+    RunFinished,
+    RunResumed,
+    RunStarted,
+    RunSuspended,
+    StepFinished,
+    StepRetried,
+    StepStarted,
+)
+from .store._protocol import ExecutionRow, JournalEntry
+
+__all__ = ["GatherLine", "ProgressModel", "RunNode", "StepLine"]
+
+
+@dataclass
+class StepLine:
+    """An inline step (or a durable helper) of a workflow."""
+
+    name: str
+    status: str  #: running | retrying | succeeded | failed
+    attempt: int
+    started: float | None
+    finished: float | None = None
+    replayed: bool = False
+    output: str | None = None
+
+
+@dataclass
+class GatherLine:
+    """Children scheduled at one position, shown as one line with counts."""
+
+    name: str
+    total: int
+    started: float
+    done: int = 0
+    failed: int = 0
+    children: list[str] = field(default_factory=list)  #: workflow children, by id
+
+
+@dataclass
+class RunNode:
+    """A workflow execution: the root run or a workflow child."""
+
+    id: str
+    name: str
+    status: str
+    started: float | None
+    finished: float | None = None
+    error: str | None = None
+    sleeping_until: float | None = None
+    items: dict[int, StepLine | GatherLine] = field(default_factory=dict)
+    retries: int = 0
+
+
+def _parent_position(child_id: str) -> int:
+    return int(child_id.rsplit("/", 2)[1])
+
+
+class ProgressModel:
+    """Folds engine events into the tree the view renders; one model per watched run."""
+
+    def __init__(self, root_id: str) -> None:
+        self.root_id = root_id
+        self.runs: dict[str, RunNode] = {}
+
+    @property
+    def root(self) -> RunNode | None:
+        """The watched run, once it started."""
+        return self.runs.get(self.root_id)
+
+    def _in_tree(self, execution_id: str) -> bool:
+        return execution_id == self.root_id or execution_id.startswith(self.root_id + "/")
+
+    def apply(self, event: Event) -> None:
+        """Update the tree with one event (events of other runs are ignored)."""
+        if isinstance(event, ChildFinished):
+            self._child_finished(event)
+            return
+        execution_id = str(getattr(event, "execution_id", None) or getattr(event, "parent_id", ""))
+        if not self._in_tree(execution_id):
+            return
+        if isinstance(event, RunStarted):
+            started = self.runs.setdefault(
+                event.execution_id, RunNode(event.execution_id, event.name, "running", event.at)
+            )
+            started.status = "running"
+            if event.parent_id in self.runs:
+                line = self.runs[event.parent_id].items.get(_parent_position(event.execution_id))
+                if isinstance(line, GatherLine) and event.execution_id not in line.children:
+                    line.children.append(event.execution_id)
+            return
+        node = self.runs.get(execution_id)
+        if node is None:
+            if not isinstance(event, RunResumed):
+                return
+            node = self.runs[execution_id] = RunNode(execution_id, event.name, "running", event.at)
+        if isinstance(event, RunResumed):
+            node.status, node.sleeping_until = "running", None
+        elif isinstance(event, RunSuspended):
+            node.status = "waiting" if event.reason == "children" else "sleeping"
+            node.sleeping_until = event.until
+        elif isinstance(event, RunFinished):
+            node.status = "succeeded" if event.ok else "failed"
+            node.finished, node.error = event.at, event.error
+        elif isinstance(event, StepStarted):
+            node.items[event.position] = StepLine(event.name, "running", event.attempt, event.at)
+        elif isinstance(event, StepRetried):
+            node.retries += 1
+            line = node.items.get(event.position)
+            if isinstance(line, StepLine):
+                line.status, line.attempt = "retrying", event.attempt + 1
+        elif isinstance(event, StepFinished):
+            line = node.items.get(event.position)
+            if not isinstance(line, StepLine):
+                line = node.items[event.position] = StepLine(event.name, "", event.attempt, None)
+            line.status = "succeeded" if event.ok else "failed"
+            line.attempt, line.finished, line.replayed = event.attempt, event.at, event.replayed
+        elif isinstance(event, ChildrenScheduled) and event.position not in node.items:
+            node.items[event.position] = GatherLine(event.name, event.count, event.at)
+
+    def _child_finished(self, event: ChildFinished) -> None:
+        parent = self.runs.get(event.parent_id)
+        line = parent.items.get(event.position) if parent else None
+        if isinstance(line, GatherLine):
+            line.done += 1
+            line.failed += not event.ok
+
+    @property
+    def totals(self) -> tuple[int, int, int]:
+        """(inline steps, children, retries) over the whole tree."""
+        steps = children = retries = 0
+        for node in self.runs.values():
+            retries += node.retries
+            for line in node.items.values():
+                if isinstance(line, StepLine):
+                    steps += 1
+                    retries += line.attempt - 1 if line.status != "retrying" else 0
+                else:
+                    children += line.total
+        return steps, children, retries
+
+    @classmethod
+    def from_rows(
+        cls, root_id: str, rows: list[ExecutionRow], journals: dict[str, dict[int, JournalEntry]]
+    ) -> ProgressModel:
+        """The same tree, built from the database (`flowz watch`, `flowz show`)."""
+        model = cls(root_id)
+        by_parent: dict[tuple[str, int], list[ExecutionRow]] = {}
+        for row in rows:
+            if row.parent_id is not None and row.position is not None:
+                by_parent.setdefault((row.parent_id, row.position), []).append(row)
+        for row in rows:
+            if row.kind != "workflow":
+                continue
+            status = row.status
+            if status == "pending" and row.started_at is not None:
+                status = "sleeping"
+            node = RunNode(row.id, row.name, status, row.started_at, row.finished_at)
+            node.sleeping_until = row.run_at if status == "sleeping" else None
+            if row.error:
+                node.error = f"{row.error.get('origin_type')}: {row.error.get('message')}"
+            for position, entry in sorted(journals.get(row.id, {}).items()):
+                if entry.kind in ("schedule", "gather"):
+                    children = by_parent.get((row.id, position), [])
+                    line = GatherLine(entry.name, len(children), entry.started_at or 0.0)
+                    line.done = sum(
+                        c.status in ("succeeded", "failed", "cancelled") for c in children
+                    )
+                    line.failed = sum(c.status in ("failed", "cancelled") for c in children)
+                    line.children = [c.id for c in children if c.kind == "workflow"]
+                    node.items[position] = line
+                elif entry.kind == "sleep":
+                    continue
+                else:
+                    status = "retrying" if entry.status == "retrying" else entry.status
+                    step = StepLine(entry.name, status, entry.attempt, entry.started_at)
+                    step.finished = entry.finished_at
+                    step.output = None if entry.output is None else repr(entry.output)
+                    node.items[position] = step
+            model.runs[row.id] = node
+        return model

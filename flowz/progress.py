@@ -1,0 +1,247 @@
+"""The live progress view: a rich tree of a run, in a terminal, in Jupyter, or as plain lines.
+
+The view is an event subscriber (`view(event)`); the state lives in a pure model.
+
+Example:
+    >>> await crawl.run(urls)                  # shows the view live
+    >>> await crawl.run(urls, progress=False)  # or FLOWZ_PROGRESS=0
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from ._events import (
+    ChildFinished,
+    ChildrenScheduled,
+    Event,
+    RunFinished,
+    RunSuspended,
+    StepFinished,
+    StepRetried,
+)
+from ._progress_model import GatherLine, ProgressModel, RunNode, StepLine
+
+__all__ = ["ProgressView", "render_tree"]
+
+_SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+_MARKS = {"succeeded": "[green]✓[/]", "failed": "[red]✗[/]", "cancelled": "[yellow]⊘[/]"}
+_MAX_CHILD_RUNS = 8  # workflow children shown under a gather line
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    return f"{int(seconds // 60)}m{seconds % 60:02.0f}s"
+
+
+def _mark(status: str, now: float) -> str:
+    if status in _MARKS:
+        return _MARKS[status]
+    if status == "retrying":
+        return "[yellow]↻[/]"
+    if status in ("waiting", "sleeping", "pending"):
+        return "[blue]⏸[/]"
+    return f"[cyan]{_SPINNER[int(now * 10) % len(_SPINNER)]}[/]"
+
+
+def _elapsed(start: float | None, end: float | None, now: float) -> str:
+    return "" if start is None else _duration((end or now) - start)
+
+
+def _step_label(line: StepLine, now: float) -> Text:
+    parts = [f"{_mark(line.status, now)} {line.name}"]
+    if line.status == "retrying":
+        parts.append(f"[yellow]attempt {line.attempt}[/]")
+    elif line.attempt > 1:
+        parts.append(f"[yellow]after {line.attempt} attempts[/]")
+    if line.replayed:
+        parts.append("[dim]replayed[/]")
+    else:
+        parts.append(f"[dim]{_elapsed(line.started, line.finished, now)}[/]")
+    if line.output is not None:
+        out = line.output if len(line.output) <= 60 else line.output[:57] + "..."
+        parts.append(f"[dim]→ {out}[/]")
+    return Text.from_markup(" ".join(parts))
+
+
+def _gather_label(line: GatherLine, now: float) -> Table:
+    row = Table.grid(padding=(0, 1))
+    finished = line.done == line.total
+    mark = ("[red]✗[/]" if line.failed else "[green]✓[/]") if finished else _mark("running", now)
+    rate = line.done / max(now - line.started, 1e-6)
+    counts = f"{line.done}/{line.total}"
+    if line.failed:
+        counts += f" · [red]{line.failed} failed[/]"
+    if not finished:
+        counts += f" · {rate:.1f}/s"
+    row.add_row(
+        Text.from_markup(f"{mark} {line.name} ×{line.total}"),
+        ProgressBar(total=max(line.total, 1), completed=line.done, width=24),
+        Text.from_markup(counts),
+    )
+    return row
+
+
+def _add_run(tree: Tree, model: ProgressModel, node: RunNode, now: float) -> None:
+    for position in sorted(node.items):
+        line = node.items[position]
+        if isinstance(line, StepLine):
+            tree.add(_step_label(line, now))
+            continue
+        branch = tree.add(_gather_label(line, now))
+        shown = [model.runs[c] for c in line.children if c in model.runs]
+        # Running children first: they are what a user wants to see.
+        shown.sort(key=lambda n: n.status in ("succeeded", "failed"))
+        for child in shown[:_MAX_CHILD_RUNS]:
+            _add_run(branch.add(_run_label(child, now)), model, child, now)
+        if len(shown) > _MAX_CHILD_RUNS:
+            branch.add(f"[dim]… {len(shown) - _MAX_CHILD_RUNS} more[/]")
+    if node.status == "sleeping" and node.sleeping_until:
+        wake = datetime.fromtimestamp(node.sleeping_until).strftime("%H:%M:%S")
+        tree.add(Text.from_markup(f"[blue]⏾ sleeping until {wake}[/]"))
+
+
+def _run_label(node: RunNode, now: float) -> Text:
+    status = f"[bold]{node.status}[/]" if node.status != "running" else node.status
+    return Text.from_markup(
+        f"{_mark(node.status, now)} [bold]{node.name}[/] [dim]{node.id}[/] {status} "
+        f"[dim]{_elapsed(node.started, node.finished, now)}[/]"
+    )
+
+
+def render_tree(model: ProgressModel, now: float | None = None) -> RenderableType:
+    """The tree of the model's run, as rich renders it."""
+    now = time.time() if now is None else now
+    root = model.root
+    if root is None:
+        return Text(f"waiting for run {model.root_id} to start…", style="dim")
+    tree = Tree(_run_label(root, now))
+    _add_run(tree, model, root, now)
+    return tree
+
+
+class ProgressView:
+    """Shows one run's progress: live in a terminal, once at the end in Jupyter, else lines.
+
+    Args:
+        run_id: the run to show (events of other runs are ignored).
+        console: where to draw (default: standard error).
+        mode: "live", "final" (draw once at the end) or "lines"; default from the console.
+        clock: the time source, injectable for tests.
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        *,
+        console: Console | None = None,
+        mode: str | None = None,
+        clock: Callable[[], float] = time.time,
+        auto_refresh: bool = True,
+    ) -> None:
+        self.console = console or Console(stderr=True)
+        if mode is None:
+            if self.console.is_jupyter:
+                mode = "final"
+            else:
+                mode = "live" if self.console.is_terminal else "lines"
+        self.mode = mode
+        self.model = ProgressModel(run_id)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._live: Live | None = None
+        self._auto_refresh = auto_refresh
+        self._last_line: dict[tuple[str, int], int] = {}
+
+    def __rich__(self) -> RenderableType:
+        with self._lock:
+            return render_tree(self.model, self._clock())
+
+    def __enter__(self) -> ProgressView:
+        if self.mode == "live":
+            self._live = Live(
+                self,
+                console=self.console,
+                auto_refresh=self._auto_refresh,
+                refresh_per_second=8,
+                transient=False,
+            )
+            self._live.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._live is not None:
+            self._live.update(self, refresh=True)
+            self._live.stop()
+            self._live = None
+
+    def __call__(self, event: Event) -> None:
+        """Subscriber entry point: fold the event in (and print a line in "lines" mode)."""
+        with self._lock:
+            self.model.apply(event)
+        if self.mode == "lines":
+            self._print_line(event)
+        elif self._live is not None and not self._auto_refresh:
+            self._live.update(self)
+
+    def _print_line(self, event: Event) -> None:
+        text: str | None = None
+        if isinstance(event, StepFinished) and not event.replayed:
+            text = f"{'✓' if event.ok else '✗'} {event.name} (attempt {event.attempt})"
+        elif isinstance(event, StepRetried):
+            text = f"↻ {event.name} attempt {event.attempt} failed: {event.error}"
+        elif isinstance(event, ChildrenScheduled):
+            text = f"→ {event.name} ×{event.count} scheduled"
+        elif isinstance(event, ChildFinished):
+            line = self._gather(event.parent_id, event.position)
+            if line is not None:
+                # A line per tenth of the gather, and one at the end.
+                step = max(1, line.total // 10)
+                key = (event.parent_id, event.position)
+                if line.done == line.total or line.done // step > self._last_line.get(key, 0):
+                    self._last_line[key] = line.done // step
+                    failed = f", {line.failed} failed" if line.failed else ""
+                    text = f"  {line.name} {line.done}/{line.total} done{failed}"
+        elif isinstance(event, RunSuspended) and event.reason != "children" and event.until:
+            wake = datetime.fromtimestamp(event.until).strftime("%H:%M:%S")
+            text = f"⏾ {event.execution_id} sleeping until {wake}"
+        elif isinstance(event, RunFinished) and event.execution_id == self.model.root_id:
+            text = None  # the summary says it
+        if text is not None:
+            self.console.print(text, markup=False, highlight=False)
+
+    def _gather(self, parent_id: str, position: int) -> GatherLine | None:
+        node = self.model.runs.get(parent_id)
+        line = node.items.get(position) if node else None
+        return line if isinstance(line, GatherLine) else None
+
+    def summary(self, outcome: str, ok: bool) -> None:
+        """Print the final tree (unless live already shows it) and a one-line summary."""
+        now = self._clock()
+        root = self.model.root
+        if self.mode == "final":
+            self.console.print(self)
+        steps, children, retries = self.model.totals
+        wall = _elapsed(root.started, root.finished or now, now) if root else ""
+        mark = "[green]✓ succeeded[/]" if ok else "[red]✗ failed[/]"
+        self.console.print(
+            Group(
+                Text.from_markup(
+                    f"{mark} in {wall} · {steps} steps · {children} children · {retries} retries"
+                ),
+                Text(outcome if len(outcome) <= 300 else outcome[:297] + "...", style="dim"),
+            )
+        )
