@@ -35,6 +35,8 @@ class Settings:
     poll_seconds: float = 1.0
     #: On stop, how long running executions may take to finish before they are released.
     shutdown_grace_seconds: float = 10.0
+    #: Show the live progress view in flowz.run() and wf.run() (FLOWZ_PROGRESS=0 turns it off).
+    progress: bool = True
     #: SQLite durability: FULL survives power loss, NORMAL only process crashes.
     sqlite_synchronous: str = "FULL"
 
@@ -66,6 +68,11 @@ class Settings:
             if raw is None or raw == "":
                 continue
             convert: type[str | int | float] = type(field.default)  # type: ignore[assignment]
+            if isinstance(field.default, bool):
+                if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ConfigError(f"FLOWZ_{field.name.upper()}={raw!r}: use 1 or 0")
+                values[field.name] = raw.lower() in ("1", "true", "yes", "on")
+                continue
             try:
                 values[field.name] = convert(raw)
             except ValueError as exc:

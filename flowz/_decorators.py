@@ -94,15 +94,19 @@ class WorkflowFunction(_Durable[P, R]):
     def __repr__(self) -> str:
         return f"<flowz workflow {self.name}>"
 
-    async def run(self, *args: Any, id: str | None = None, **kwargs: Any) -> R:
+    async def run(
+        self, *args: Any, id: str | None = None, progress: Any = None, **kwargs: Any
+    ) -> R:
         """Run to completion in this event loop (with an in-process worker); return the result.
+
+        `progress` is True, False or a `flowz.progress.ProgressView` (default: FLOWZ_PROGRESS).
 
         Example:
             >>> report = await crawl.run(urls)  # in a notebook cell
         """
         from ._runner import run_async  # the runner composes engine and store: a layer above
 
-        return await run_async(self, args, kwargs, id=id)
+        return await run_async(self, args, kwargs, id=id, progress=progress)
 
     async def start(self, *args: Any, id: str | None = None, **kwargs: Any) -> RunHandle[R]:
         """Enqueue a run for the workers and return its handle at once.
@@ -127,10 +131,11 @@ def _definition(
             f"@workflow needs an async function, and {fn.__qualname__} is not: write "
             f"`async def {fn.__name__}(...)`"
         )
-    if kind is Kind.WORKFLOW and "id" in inspect.signature(fn).parameters:
+    reserved = {"id", "progress"} & set(inspect.signature(fn).parameters)
+    if kind is Kind.WORKFLOW and reserved:
         raise UsageError(
-            f"workflow {fn.__qualname__} has a parameter named 'id', which flowz reserves for "
-            "the run id (`flowz.run(wf, ..., id=...)`): rename the parameter"
+            f"workflow {fn.__qualname__} has a parameter named {sorted(reserved)[0]!r}, which "
+            "flowz reserves (`flowz.run(wf, ..., id=..., progress=...)`): rename the parameter"
         )
     full_name = name or journal_name(fn)
     definition = Definition(

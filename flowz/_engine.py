@@ -241,7 +241,11 @@ class _Attempt(ExecutionContext):
         kind = EntryKind.SCHEDULE if len(calls) == 1 else EntryKind.GATHER
         entry = self._replayed(position, name, kind)
         handles = [StepHandle[Any](c.definition, position, i) for i, c in enumerate(calls)]
-        self.bus.publish(ChildrenScheduled(self.row.id, position, name, len(calls), time.time()))
+        self.bus.publish(
+            ChildrenScheduled(
+                self.row.id, position, name, len(calls), time.time(), replayed=entry is not None
+            )
+        )
         if entry is not None:
             if entry.output["width"] != len(calls):
                 self.nondeterminism = NonDeterminismError(

@@ -112,6 +112,7 @@ class ChildrenScheduled:
     name: str
     count: int
     at: float
+    replayed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,7 +58,6 @@ class RunNode:
     error: str | None = None
     sleeping_until: float | None = None
     items: dict[int, StepLine | GatherLine] = field(default_factory=dict)
-    retries: int = 0
 
 
 def _parent_position(child_id: str) -> int:
@@ -114,12 +113,13 @@ class ProgressModel:
         elif isinstance(event, StepStarted):
             node.items[event.position] = StepLine(event.name, "running", event.attempt, event.at)
         elif isinstance(event, StepRetried):
-            node.retries += 1
             line = node.items.get(event.position)
             if isinstance(line, StepLine):
                 line.status, line.attempt = "retrying", event.attempt + 1
         elif isinstance(event, StepFinished):
             line = node.items.get(event.position)
+            if event.replayed and isinstance(line, StepLine) and line.finished is not None:
+                return  # seen running in this process: keep its real attempt and duration
             if not isinstance(line, StepLine):
                 line = node.items[event.position] = StepLine(event.name, "", event.attempt, None)
             line.status = "succeeded" if event.ok else "failed"
@@ -139,11 +139,10 @@ class ProgressModel:
         """(inline steps, children, retries) over the whole tree."""
         steps = children = retries = 0
         for node in self.runs.values():
-            retries += node.retries
             for line in node.items.values():
                 if isinstance(line, StepLine):
                     steps += 1
-                    retries += line.attempt - 1 if line.status != "retrying" else 0
+                    retries += line.attempt - 1  # a retrying line counts the coming attempt
                 else:
                     children += line.total
         return steps, children, retries

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 import uuid
@@ -11,11 +12,13 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 import anyio
 
 from ._config import Settings
+from ._events import EventBus
 from ._registry import default_registry
 from ._serde import load_error
 from ._types import Kind, Status
 from ._worker import Worker
-from .errors import NotAWorkflowError, RunNotFoundError, UsageError, WorkflowError
+from .errors import NotAWorkflowError, RunCancelledError, RunNotFoundError, UsageError
+from .progress import ProgressView
 from .store import open_store
 from .store._protocol import ExecutionRow, NewExecution, Store
 
@@ -41,7 +44,7 @@ def _outcome(row: ExecutionRow, wf: WorkflowFunction[Any, R]) -> R:
     if row.status == Status.SUCCEEDED:
         return wf.definition.codec.load_result(row.output)  # type: ignore[no-any-return]
     if row.status == Status.CANCELLED:
-        raise WorkflowError(f"run {row.id!r} was cancelled")
+        raise RunCancelledError(f"run {row.id!r} was cancelled")
     raise load_error(row.error)
 
 
@@ -93,6 +96,7 @@ async def run_async(
     *,
     id: str | None = None,
     settings: Settings | None = None,
+    progress: bool | ProgressView | None = None,
 ) -> R:
     """Create (or find) the run, work on it in this process until it ends, return its result."""
     wf = _check_workflow(wf)
@@ -101,15 +105,38 @@ async def run_async(
     try:
         row = await _create(store, wf, args, kwargs, id, settings)
         if not Status(row.status).is_terminal:
-            worker = Worker(store, default_registry(), settings)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(worker.run)
-                row = await _wait_terminal(store, row.id, settings.poll_seconds, math.inf)
-                worker.stop()
+            bus = EventBus()
+            view = _view(progress, settings)
+            if view is not None:
+                view.follow(row.id)
+                bus.subscribe(view)
+            worker = Worker(store, default_registry(), settings, bus)
+            with view or contextlib.nullcontext():
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(worker.run)
+                    row = await _wait_terminal(store, row.id, settings.poll_seconds, math.inf)
+                    worker.stop()
+            if view is not None:
+                ok = row.status == Status.SUCCEEDED
+                detail = repr(_outcome(row, wf)) if ok else _error_line(row)
+                view.summary(detail, ok)
         return _outcome(row, wf)
     finally:
         with anyio.CancelScope(shield=True):
             await store.aclose()
+
+
+def _view(progress: bool | ProgressView | None, settings: Settings) -> ProgressView | None:
+    if isinstance(progress, ProgressView):
+        return progress
+    if progress is None:
+        progress = settings.progress
+    return ProgressView() if progress else None
+
+
+def _error_line(row: ExecutionRow) -> str:
+    error = row.error or {}
+    return f"{error.get('origin_type', 'error')}: {error.get('message', row.status)}"
 
 
 async def start_async(
@@ -131,12 +158,21 @@ async def start_async(
     return RunHandle._new(row.id, wf, settings)
 
 
-def run(wf: WorkflowFunction[Any, R], /, *args: Any, id: str | None = None, **kwargs: Any) -> R:
+def run(
+    wf: WorkflowFunction[Any, R],
+    /,
+    *args: Any,
+    id: str | None = None,
+    progress: bool | ProgressView | None = None,
+    **kwargs: Any,
+) -> R:
     """Run a workflow to completion from synchronous code and return its result.
 
     Uses the database of `FLOWZ_DATABASE_URL` (default `./.flowz/flowz.db`) and a
     worker in this process. With `id=`, a finished run returns its stored result
-    and an unfinished one resumes; nothing already journaled runs again.
+    and an unfinished one resumes; nothing already journaled runs again. The live
+    progress view is drawn on standard error unless `progress=False` (or
+    FLOWZ_PROGRESS=0); pass a `flowz.progress.ProgressView` to draw elsewhere.
 
     Example:
         >>> flowz.run(fan, 1000)
@@ -145,7 +181,7 @@ def run(wf: WorkflowFunction[Any, R], /, *args: Any, id: str | None = None, **kw
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return anyio.run(lambda: run_async(wf, args, kwargs, id=id))
+        return anyio.run(lambda: run_async(wf, args, kwargs, id=id, progress=progress))
     raise UsageError(
         "flowz.run() blocks, and an event loop is already running here (a notebook, or "
         "async code): use `await workflow.run(...)` instead"
@@ -197,6 +233,17 @@ class RunHandle(Generic[R]):
         finally:
             await store.aclose()
         return _outcome(row, self._wf)
+
+    async def cancel(self) -> int:
+        """Cancel the run and its unfinished subtree; returns how many executions stopped.
+
+        Pending children never start; running ones are dropped at their next durable call.
+        """
+        store = await open_store(self._settings)
+        try:
+            return await store.cancel_run(self.id)
+        finally:
+            await store.aclose()
 
     async def retry(self) -> None:
         """Resume a failed run: completed steps and children are kept, failed ones run again."""

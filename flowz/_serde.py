@@ -108,6 +108,24 @@ class Codec:
                 out[name] = self._dump(name, value, what)
         return out
 
+    def validate_args(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Coerce plain JSON arguments (from the command line) to the annotated types."""
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise SerializationError(f"{self.label}: {exc}") from exc
+        for name, value in bound.arguments.items():
+            try:
+                bound.arguments[name] = self._adapter(name).validate_python(value)
+            except ValidationError as exc:
+                problems = "; ".join(e["msg"] for e in exc.errors())
+                raise SerializationError(
+                    f"{self.label}: input for parameter {name!r} is not valid: {problems}"
+                ) from exc
+        return bound.args, bound.kwargs
+
     def load_args(self, data: JSON) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The positional and keyword arguments stored by dump_args."""
         args: list[Any] = []

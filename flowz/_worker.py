@@ -140,7 +140,10 @@ class Worker:
         try:
             await execute(self.store, self.registry.get(claim.execution.name), claim, self.bus)
         except LeaseLost:
-            log.warning("lost the lease of %s; another worker took it over", claim.execution.id)
+            log.warning(
+                "%s was cancelled or taken over by another worker: its outcome is dropped",
+                claim.execution.id,
+            )
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await self.store.release(claim.fence)

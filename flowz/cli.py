@@ -1,25 +1,39 @@
-"""The `flowz` command line (typer). Thin: each command calls the public API or a worker."""
+"""The `flowz` command line (typer). Thin: each command calls the public API or a store."""
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
+import json
 import logging
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import anyio
 import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
 
 from . import __version__
 from ._config import Settings
+from ._decorators import WorkflowFunction
+from ._progress_model import ProgressModel
 from ._registry import default_registry
+from ._runner import run_async, start_async
+from ._types import Status
 from ._worker import serve
-from .errors import FlowzError, UsageError
-from .store import open_store
+from .errors import FlowzError, NotAWorkflowError, RunNotFoundError, StoreError, UsageError
+from .progress import render_tree
+from .store import Store, open_store
+from .store._models import SCHEMA_VERSION
 
 __all__ = ["app", "main"]
+
+T = TypeVar("T")
+_ENDED = {Status.SUCCEEDED.value, Status.FAILED.value, Status.CANCELLED.value}
 
 app = typer.Typer(
     name="flowz",
@@ -28,6 +42,39 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db", envvar="FLOWZ_DATABASE_URL", help="Database URL (sqlite:/// or postgresql://)."
+    ),
+]
+RunId = Annotated[str, typer.Argument(help="The run id.")]
+
+
+class RunFailedError(FlowzError):
+    """The workflow run ended in failure."""
+
+
+def _out() -> Console:
+    return Console(highlight=False)
+
+
+def _settings(db: str | None, **overrides: Any) -> Settings:
+    return Settings.from_env(database_url=db, **overrides)
+
+
+def _with_store(settings: Settings, use: Callable[[Store], Awaitable[T]]) -> T:
+    async def main() -> T:
+        store = await open_store(settings)
+        try:
+            return await use(store)
+        finally:
+            await store.aclose()
+
+    return anyio.run(main)
 
 
 def load_module(spec: str) -> None:
@@ -54,6 +101,49 @@ def load_module(spec: str) -> None:
         raise UsageError(f"importing {spec!r} failed: {type(exc).__name__}: {exc}") from exc
 
 
+def load_workflow(target: str) -> WorkflowFunction[Any, Any]:
+    """`module:workflow` or `path/to/file.py:workflow` to the decorated workflow."""
+    module, sep, attr = target.rpartition(":")
+    if not sep or not module or not attr:
+        raise UsageError(f"{target!r}: write MODULE:WORKFLOW, like pipeline:crawl")
+    load_module(module)
+    name = Path(module).stem if module.endswith(".py") or "/" in module else module
+    obj = getattr(sys.modules[name], attr, None)
+    if obj is None:
+        raise UsageError(f"module {name!r} has no attribute {attr!r}")
+    if not isinstance(obj, WorkflowFunction):
+        raise NotAWorkflowError(
+            f"{target} is not a workflow: decorate it with @flowz.workflow ({obj!r})"
+        )
+    return obj
+
+
+def parse_input(
+    raw: str | None, wf: WorkflowFunction[Any, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """--input JSON (or @file.json): a list is positional, an object keyword arguments."""
+    if raw is None:
+        value: Any = []
+    else:
+        text = raw
+        if raw.startswith("@"):
+            try:
+                text = Path(raw[1:]).read_text()
+            except OSError as exc:
+                raise UsageError(f"--input {raw}: cannot read the file: {exc.strerror}") from exc
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--input is not valid JSON: {exc}") from exc
+    if isinstance(value, list):
+        args, kwargs = tuple(value), {}
+    elif isinstance(value, dict):
+        args, kwargs = (), value
+    else:
+        args, kwargs = (value,), {}
+    return wf.definition.codec.validate_args(args, kwargs)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"flowz {__version__}")
@@ -69,17 +159,82 @@ def _root(
     """Durable workflows that feel like plain async Python."""
 
 
+InputOption = Annotated[
+    str | None,
+    typer.Option(
+        "--input",
+        "-i",
+        help="Arguments as JSON: a list (positional) or an object; @file.json reads a file.",
+    ),
+]
+IdOption = Annotated[
+    str | None, typer.Option("--id", help="Run id; the same id never starts a second run.")
+]
+Target = Annotated[str, typer.Argument(help="MODULE:WORKFLOW, MODULE dotted or a .py path.")]
+
+
+@app.command()
+def run(
+    target: Target,
+    input: InputOption = None,
+    id: IdOption = None,
+    db: DbOption = None,
+    no_progress: Annotated[
+        bool, typer.Option("--no-progress", help="No live view (also FLOWZ_PROGRESS=0).")
+    ] = False,
+) -> None:
+    """Run a workflow to completion here, showing its progress, and print its result as JSON.
+
+    Example: flowz run examples/quickstart.py:fan --input '[1000]'
+    """
+    wf = load_workflow(target)
+    args, kwargs = parse_input(input, wf)
+    settings = _settings(db)
+
+    async def main() -> Any:
+        return await run_async(
+            wf, args, kwargs, id=id, settings=settings, progress=False if no_progress else None
+        )
+
+    try:
+        result = anyio.run(main)
+    except (UsageError, StoreError):
+        raise  # the command's input or the database: one line from main()
+    except Exception as exc:  # the workflow's own error
+        raise RunFailedError(f"the run failed: {type(exc).__name__}: {exc}{_where(exc)}") from exc
+    typer.echo(json.dumps(wf.definition.codec.dump_result(result)))
+
+
+def _where(exc: BaseException) -> str:
+    """' (in step fetch, file.py:12)': the last frame of the remote traceback, if any."""
+    for note in getattr(exc, "__notes__", []):
+        frames = [line.strip() for line in note.splitlines() if line.strip().startswith("File ")]
+        if frames:
+            return f"\n  where: {frames[-1]}"
+    return ""
+
+
+@app.command()
+def start(
+    target: Target, input: InputOption = None, id: IdOption = None, db: DbOption = None
+) -> None:
+    """Enqueue a run for the workers and print its id (does not wait)."""
+    wf = load_workflow(target)
+    args, kwargs = parse_input(input, wf)
+    settings = _settings(db)
+
+    async def main() -> str:
+        return (await start_async(wf, args, kwargs, id=id, settings=settings)).id
+
+    typer.echo(anyio.run(main))
+
+
 @app.command()
 def worker(
     modules: Annotated[
         list[str], typer.Argument(help="Modules (dotted, or .py paths) whose functions to run.")
     ],
-    db: Annotated[
-        str | None,
-        typer.Option(
-            envvar="FLOWZ_DATABASE_URL", help="Database URL (sqlite:/// or postgresql://)."
-        ),
-    ] = None,
+    db: DbOption = None,
     concurrency: Annotated[
         int | None,
         typer.Option(envvar="FLOWZ_CONCURRENCY", help="Executions run at once [default: 64]."),
@@ -95,17 +250,117 @@ def worker(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     for module in modules:
         load_module(module)
-    settings = Settings.from_env(database_url=db, concurrency=concurrency, queue=queue)
+    settings = _settings(db, concurrency=concurrency, queue=queue)
+    _with_store(settings, lambda store: serve(store, default_registry(), settings))
 
-    async def main() -> None:
-        store = await open_store(settings)
-        try:
-            await serve(store, default_registry(), settings)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await store.aclose()
 
-    anyio.run(main)
+async def _run_row(store: Store, run_id: str) -> Any:
+    row = await store.get_execution(run_id)
+    if row is None:
+        raise RunNotFoundError(f"no run with id {run_id!r}: see `flowz list`")
+    return row
+
+
+@app.command()
+def status(run_id: RunId, db: DbOption = None) -> None:
+    """Print a run's status, and its result or error once it ended."""
+    row = _with_store(_settings(db), lambda store: _run_row(store, run_id))
+    line = f"{row.id}  {row.name}  {row.status}"
+    if row.status == Status.SUCCEEDED:
+        line += f"  result: {json.dumps(row.output)[:200]}"
+    elif row.error:
+        line += f"  error: {row.error.get('origin_type')}: {row.error.get('message')}"[:300]
+    elif row.status == Status.PENDING and row.started_at is None:
+        line += "  (queued: no worker has taken it yet; a worker must import its module)"
+    typer.echo(line)
+
+
+@app.command("list")
+def list_runs(
+    db: DbOption = None,
+    status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
+    limit: Annotated[int, typer.Option(help="How many runs at most.")] = 20,
+) -> None:
+    """List the newest runs as a table."""
+    if status is not None and status not in {s.value for s in Status}:
+        raise UsageError(f"--status {status!r}: use one of {', '.join(s.value for s in Status)}")
+    rows = _with_store(_settings(db), lambda store: store.list_runs(status, limit))
+    table = Table("workflow", "status", "started", "duration")
+    table.add_column("id", overflow="fold")
+    for row in rows:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.created_at))
+        duration = f"{row.finished_at - row.created_at:.2f}s" if row.finished_at else ""
+        table.add_row(row.name, row.status, started, duration, row.id)
+    _out().print(table)
+
+
+async def _model(store: Store, run_id: str) -> ProgressModel:
+    await _run_row(store, run_id)
+    rows = await store.list_executions(run_id)
+    journals = {r.id: await store.read_journal(r.id) for r in rows if r.kind == "workflow"}
+    return ProgressModel.from_rows(run_id, rows, journals)
+
+
+@app.command()
+def show(run_id: RunId, db: DbOption = None) -> None:
+    """Show a run's journal and children as a tree, outputs truncated."""
+    model = _with_store(_settings(db), lambda store: _model(store, run_id))
+    _out().print(render_tree(model))
+
+
+@app.command()
+def watch(run_id: RunId, db: DbOption = None) -> None:
+    """Follow a run executing on any worker, live, until it ends."""
+    settings = _settings(db)
+
+    async def follow(store: Store) -> None:
+        model = await _model(store, run_id)
+        with Live(render_tree(model), console=_out(), refresh_per_second=4) as live:
+            while (
+                model.root is None
+                or not Status(
+                    model.root.status
+                    if model.root.status in {s.value for s in Status}
+                    else "running"
+                ).is_terminal
+            ):
+                await store.wait_for_change(0.5)
+                model = await _model(store, run_id)
+                live.update(render_tree(model))
+
+    _with_store(settings, follow)
+
+
+@app.command()
+def cancel(run_id: RunId, db: DbOption = None) -> None:
+    """Cancel a run and its subtree: pending children never start, running ones stop."""
+    cancelled = _with_store(_settings(db), lambda store: store.cancel_run(run_id))
+    typer.echo(f"{run_id}: {cancelled} execution(s) cancelled")
+
+
+@app.command()
+def retry(run_id: RunId, db: DbOption = None) -> None:
+    """Make a failed run pending again; a worker resumes it (completed work is kept)."""
+
+    async def again(store: Store) -> bool:
+        row = await _run_row(store, run_id)
+        if not await store.retry_run(run_id):
+            raise UsageError(f"run {run_id!r} is {row.status}; only a failed run can be retried")
+        return True
+
+    _with_store(_settings(db), again)
+    typer.echo(f"{run_id}: pending again; a worker that imports its module resumes it")
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: DbOption = None) -> None:
+    """Create the schema, or bring an older one to this version of flowz."""
+
+    async def noop(store: Store) -> None:
+        return None
+
+    _with_store(_settings(db), noop)
+    typer.echo(f"schema at version {SCHEMA_VERSION}")
 
 
 def main() -> None:

@@ -47,6 +47,11 @@ def _duration(seconds: float) -> str:
     return f"{int(seconds // 60)}m{seconds % 60:02.0f}s"
 
 
+def _count(n: int, noun: str) -> str:
+    plural = {"child": "children", "retry": "retries"}.get(noun, noun + "s")
+    return f"{n} {noun if n == 1 else plural}"
+
+
 def _mark(status: str, now: float) -> str:
     if status in _MARKS:
         return _MARKS[status]
@@ -106,7 +111,7 @@ def _add_run(tree: Tree, model: ProgressModel, node: RunNode, now: float) -> Non
         # Running children first: they are what a user wants to see.
         shown.sort(key=lambda n: n.status in ("succeeded", "failed"))
         for child in shown[:_MAX_CHILD_RUNS]:
-            _add_run(branch.add(_run_label(child, now)), model, child, now)
+            _add_run(branch.add(_run_label(child, now, model.root_id)), model, child, now)
         if len(shown) > _MAX_CHILD_RUNS:
             branch.add(f"[dim]… {len(shown) - _MAX_CHILD_RUNS} more[/]")
     if node.status == "sleeping" and node.sleeping_until:
@@ -114,10 +119,11 @@ def _add_run(tree: Tree, model: ProgressModel, node: RunNode, now: float) -> Non
         tree.add(Text.from_markup(f"[blue]⏾ sleeping until {wake}[/]"))
 
 
-def _run_label(node: RunNode, now: float) -> Text:
+def _run_label(node: RunNode, now: float, root_id: str = "") -> Text:
     status = f"[bold]{node.status}[/]" if node.status != "running" else node.status
+    shown_id = node.id.removeprefix(root_id) if root_id and node.id != root_id else node.id
     return Text.from_markup(
-        f"{_mark(node.status, now)} [bold]{node.name}[/] [dim]{node.id}[/] {status} "
+        f"{_mark(node.status, now)} [bold]{node.name}[/] [dim]{shown_id}[/] {status} "
         f"[dim]{_elapsed(node.started, node.finished, now)}[/]"
     )
 
@@ -137,7 +143,7 @@ class ProgressView:
     """Shows one run's progress: live in a terminal, once at the end in Jupyter, else lines.
 
     Args:
-        run_id: the run to show (events of other runs are ignored).
+        run_id: the run to show (events of other runs are ignored); or set it with follow().
         console: where to draw (default: standard error).
         mode: "live", "final" (draw once at the end) or "lines"; default from the console.
         clock: the time source, injectable for tests.
@@ -145,7 +151,7 @@ class ProgressView:
 
     def __init__(
         self,
-        run_id: str,
+        run_id: str = "",
         *,
         console: Console | None = None,
         mode: str | None = None,
@@ -165,6 +171,11 @@ class ProgressView:
         self._live: Live | None = None
         self._auto_refresh = auto_refresh
         self._last_line: dict[tuple[str, int], int] = {}
+
+    def follow(self, run_id: str) -> None:
+        """Show this run (a view made before the run's id was known)."""
+        with self._lock:
+            self.model = ProgressModel(run_id)
 
     def __rich__(self) -> RenderableType:
         with self._lock:
@@ -203,7 +214,7 @@ class ProgressView:
             text = f"{'✓' if event.ok else '✗'} {event.name} (attempt {event.attempt})"
         elif isinstance(event, StepRetried):
             text = f"↻ {event.name} attempt {event.attempt} failed: {event.error}"
-        elif isinstance(event, ChildrenScheduled):
+        elif isinstance(event, ChildrenScheduled) and not event.replayed:
             text = f"→ {event.name} ×{event.count} scheduled"
         elif isinstance(event, ChildFinished):
             line = self._gather(event.parent_id, event.position)
@@ -240,7 +251,8 @@ class ProgressView:
         self.console.print(
             Group(
                 Text.from_markup(
-                    f"{mark} in {wall} · {steps} steps · {children} children · {retries} retries"
+                    f"{mark} in {wall} · {_count(steps, 'step')} · {_count(children, 'child')}"
+                    f" · {_count(retries, 'retry')}"
                 ),
                 Text(outcome if len(outcome) <= 300 else outcome[:297] + "...", style="dim"),
             )

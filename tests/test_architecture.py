@@ -12,6 +12,7 @@ LAYERS = {
     "errors": 0, "_types": 0, "_config": 0, "_serde": 0, "_events": 0,
     "store": 1, "store._protocol": 1, "store._models": 1, "store._sqlite": 1,
     "store._postgres": 1, "store._rows": 1, "store._batch": 1,
+    "_progress_model": 1, "progress": 1,
     "_registry": 2, "_context": 2, "_decorators": 2, "_gather": 2, "_engine": 2,
     "_worker": 3, "_runner": 3, "cli": 4, "__main__": 4,
 }  # fmt: skip

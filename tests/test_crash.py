@@ -36,9 +36,32 @@ def launch(tmp_path: Path, args: list[str], hang_in: str = "") -> subprocess.Pop
     )
 
 
-def kill_when_ready(proc: subprocess.Popen[str], tmp_path: Path, lines: int = 0) -> None:
+def succeeded_children(tmp_path: Path) -> int:
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "crash.db")
+    try:
+        return int(
+            db.execute(
+                "SELECT count(*) FROM flowz_executions "
+                "WHERE parent_id IS NOT NULL AND status = 'succeeded'"
+            ).fetchone()[0]
+        )
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return 0
+    finally:
+        db.close()
+
+
+def kill_when_ready(
+    proc: subprocess.Popen[str], tmp_path: Path, lines: int = 0, committed: int = 0
+) -> None:
     deadline = time.monotonic() + 30
-    while not (tmp_path / "ready").exists() or len(calls(tmp_path)) < lines:
+    while (
+        not (tmp_path / "ready").exists()
+        or len(calls(tmp_path)) < lines
+        or (committed and succeeded_children(tmp_path) < committed)
+    ):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the run never reached the crash point"
         time.sleep(0.02)
@@ -69,7 +92,8 @@ def test_a_killed_run_resumes_without_redoing_completed_steps(tmp_path: Path) ->
 def test_a_run_killed_while_children_run_completes_with_each_child_once(tmp_path: Path) -> None:
     n = 20
     proc = launch(tmp_path, ["fan", str(n), "fan-1"], hang_in="children")
-    kill_when_ready(proc, tmp_path, lines=n)
+    # Killed once the even children are committed: those must not run again.
+    kill_when_ready(proc, tmp_path, lines=n, committed=n // 2)
     first = Counter(calls(tmp_path))
     assert all(first[f"square-{i}"] == 1 for i in range(n))
     started = time.monotonic()

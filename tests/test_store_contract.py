@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from flowz.errors import SchemaVersionError
+from flowz.errors import RunNotFoundError, SchemaVersionError
 from flowz.store import Store
 from flowz.store._protocol import Fence, JournalEntry, LeaseLost, NewExecution
 
@@ -304,3 +304,33 @@ async def test_a_child_that_waited_on_its_own_children_still_wakes_its_parent(
     await store.finish(middle.fence, "succeeded", 2, None)
     parent = await store.get_execution("r1")
     assert parent is not None and parent.status == "pending"
+
+
+async def test_cancel_run_stops_the_whole_unfinished_tree(store: Store) -> None:
+    await suspended_parent(store, 3)
+    children = await store.claim("w1", ["child"], "default", 5, 30)
+    await store.finish(children[0].fence, "succeeded", 1, None)
+    assert await store.cancel_run("r1") == 3
+    rows = {r.id: r.status for r in await store.list_executions("r1")}
+    assert rows == {
+        "r1": "cancelled",
+        "r1/0/0": "succeeded",
+        "r1/0/1": "cancelled",
+        "r1/0/2": "cancelled",
+    }
+    with pytest.raises(LeaseLost):  # the worker running a child cannot record it any more
+        await store.finish(children[1].fence, "succeeded", 2, None)
+    assert await store.claim("w2", NAMES, "default", 5, 30) == []
+    assert await store.cancel_run("r1") == 0
+    with pytest.raises(RunNotFoundError):
+        await store.cancel_run("nope")
+
+
+async def test_list_runs_shows_top_level_runs_newest_first(store: Store) -> None:
+    for i in range(3):
+        await store.create_run(run_factory(f"r{i}"))
+    fence = await claim_one(store)
+    await store.finish(fence, "succeeded", 1, None)
+    assert [r.id for r in await store.list_runs(None, 10)] == ["r2", "r1", "r0"]
+    assert [r.id for r in await store.list_runs("succeeded", 10)] == [fence.execution_id]
+    assert len(await store.list_runs(None, 2)) == 2

@@ -284,6 +284,33 @@ class PostgresStore:
         )
         return [execution_row(r) for r in rows]
 
+    async def list_runs(self, status: str | None, limit: int) -> list[ExecutionRow]:
+        where = "parent_id IS NULL" + (" AND status = %s" if status else "")
+        rows = await self._select(
+            f"SELECT {_COLUMNS} FROM flowz_executions WHERE {where} "
+            "ORDER BY created_at DESC LIMIT %s",
+            (status, limit) if status else (limit,),
+        )
+        return [execution_row(r) for r in rows]
+
+    async def cancel_run(self, run_id: str) -> int:
+        async def operation() -> int:
+            async with self._tx() as cur:
+                await cur.execute("SELECT 1 FROM flowz_executions WHERE id = %s", (run_id,))
+                if await cur.fetchone() is None:
+                    raise RunNotFoundError(f"no run with id {run_id!r} at {self._safe_url()}")
+                await cur.execute(
+                    f"UPDATE flowz_executions SET status = 'cancelled', finished_at = {_NOW}, "
+                    f"updated_at = {_NOW}, claim_token = NULL, lease_owner = NULL, "
+                    "lease_expires_at = NULL WHERE root_id = %s AND status <> ALL(%s)",
+                    (run_id, _TERMINAL),
+                )
+                cancelled = cur.rowcount
+                await self._announce(cur)
+                return cancelled
+
+        return await self._retrying(operation)  # type: ignore[no-any-return]
+
     async def retry_run(self, run_id: str) -> bool:
         async def operation() -> bool:
             async with self._tx() as cur:

@@ -140,6 +140,12 @@ class Store(Protocol):
     async def list_executions(self, root_id: str) -> list[ExecutionRow]:
         """Every execution of one run's tree, the root first, then by creation."""
 
+    async def list_runs(self, status: str | None, limit: int) -> list[ExecutionRow]:
+        """Top-level runs, newest first, optionally of one status."""
+
+    async def cancel_run(self, run_id: str) -> int:
+        """Cancel a run and every unfinished execution of its tree; how many were cancelled."""
+
     async def retry_run(self, run_id: str) -> bool:
         """Make a failed run and its failed descendants pending again; False if not failed."""
 

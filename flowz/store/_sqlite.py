@@ -219,6 +219,33 @@ class SqliteStore:
         )
         return [execution_row(r) for r in rows]
 
+    async def list_runs(self, status: str | None, limit: int) -> list[ExecutionRow]:
+        where = "parent_id IS NULL" + (" AND status = ?" if status else "")
+        rows = self._read(
+            f"SELECT {_COLUMNS} FROM flowz_executions WHERE {where} "
+            "ORDER BY created_at DESC LIMIT ?",
+            (status, limit) if status else (limit,),
+        )
+        return [execution_row(r) for r in rows]
+
+    async def cancel_run(self, run_id: str) -> int:
+        now = time.time()
+        with self._tx() as cur:
+            if (
+                cur.execute("SELECT 1 FROM flowz_executions WHERE id = ?", (run_id,)).fetchone()
+                is None
+            ):
+                raise RunNotFoundError(f"no run with id {run_id!r} in {str(self.path)!r}")
+            cur.execute(
+                "UPDATE flowz_executions SET status = 'cancelled', finished_at = ?, "
+                "updated_at = ?, claim_token = NULL, lease_owner = NULL, lease_expires_at = NULL "
+                f"WHERE root_id = ? AND status NOT IN ({_TERMINAL_SQL})",
+                (now, now, run_id),
+            )
+            cancelled = cur.rowcount
+        self._notify()
+        return cancelled
+
     async def retry_run(self, run_id: str) -> bool:
         now = time.time()
         with self._tx() as cur:

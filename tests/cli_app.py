@@ -1,0 +1,51 @@
+"""Workflows for the CLI tests (imported by `flowz` subprocesses and by CliRunner)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anyio
+
+from flowz import gather_durable, step, workflow
+
+
+@step
+async def square(x: int) -> int:
+    return x * x
+
+
+class Unlucky(Exception):
+    pass
+
+
+@step
+async def fail_until_fixed(x: int) -> int:
+    if not Path(os.environ.get("CLI_FIXED", "/nonexistent")).exists():
+        raise Unlucky(f"{x} is unlucky")
+    return x
+
+
+@step
+async def slow(x: int) -> int:
+    await anyio.sleep(60)
+    return x
+
+
+@workflow
+async def squares(n: int) -> list[int]:
+    return await gather_durable(*(square(i) for i in range(n)))
+
+
+@workflow
+async def fragile(x: int) -> int:
+    first = await square(x)
+    return first + await fail_until_fixed(x)
+
+
+@workflow
+async def forever(n: int) -> list[int]:
+    return await gather_durable(*(slow(i) for i in range(n)))
+
+
+not_a_workflow = 42

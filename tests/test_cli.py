@@ -1,0 +1,182 @@
+"""The flowz command line: through typer's CliRunner and as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flowz import FlowzError
+from flowz.cli import app
+
+ROOT = Path(__file__).parents[1]
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_env(database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("FLOWZ_PROGRESS", "0")
+    monkeypatch.setenv("CLI_FIXED", str(tmp_path / "fixed"))
+    return {**os.environ}
+
+
+def invoke(*args: str) -> tuple[int, str, BaseException | None]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output, result.exception
+
+
+def flowz(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flowz", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_run_prints_the_result_as_json(cli_env: dict[str, str]) -> None:
+    code, out, _ = invoke("run", "tests.cli_app:squares", "--input", "[4]", "--id", "sq")
+    assert code == 0 and out.strip() == "[0, 1, 4, 9]"
+    code, out, _ = invoke("status", "sq")
+    assert "succeeded" in out and "[0, 1, 4, 9]" in out
+    code, out, _ = invoke("show", "sq")
+    assert "tests.cli_app:squares" in out and "4/4" in out
+    code, out, _ = invoke("list", "--status", "succeeded")
+    assert "sq" in out and "tests.cli_app:squares" in out
+
+
+def test_run_from_a_file_path_with_input_from_a_file(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "input.json").write_text('{"n": 3}')
+    code, out, _ = invoke(
+        "run", "tests/cli_app.py:squares", "--input", f"@{tmp_path / 'input.json'}"
+    )
+    assert code == 0 and out.strip() == "[0, 1, 4]"
+
+
+def test_a_failed_run_exits_non_zero_and_retry_resumes_it(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    code, _, error = invoke("run", "tests.cli_app:fragile", "--input", "[3]", "--id", "fr")
+    assert code == 1 and isinstance(error, FlowzError)
+    assert "Unlucky: 3 is unlucky" in str(error) and "fail_until_fixed" in str(error)
+    Path(cli_env["CLI_FIXED"]).touch()
+    code, out, _ = invoke("retry", "fr")
+    assert code == 0 and "pending again" in out
+    code, out, _ = invoke("run", "tests.cli_app:fragile", "--input", "[3]", "--id", "fr")
+    assert code == 0 and out.strip() == "12"
+    code, _, error = invoke("retry", "fr")
+    assert "only a failed run can be retried" in str(error)
+
+
+def test_start_enqueues_and_cancel_stops_the_tree(cli_env: dict[str, str]) -> None:
+    code, out, _ = invoke("start", "tests.cli_app:forever", "--input", "[3]", "--id", "ca")
+    assert code == 0 and out.strip() == "ca"
+    code, out, _ = invoke("status", "ca")
+    assert "pending" in out and "no worker has taken it yet" in out
+    code, out, _ = invoke("cancel", "ca")
+    assert code == 0 and "1 execution(s) cancelled" in out
+    code, out, _ = invoke("status", "ca")
+    assert "cancelled" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "no_such_module:wf"], "cannot import 'no_such_module': no such module"),
+        (["run", "tests/missing.py:wf"], "no such file: tests/missing.py"),
+        (["run", "tests.cli_app:nothing"], "has no attribute 'nothing'"),
+        (["run", "tests.cli_app:not_a_workflow"], "is not a workflow"),
+        (["run", "tests.cli_app:squares", "--input", "[1,"], "--input is not valid JSON"),
+        (["run", "tests.cli_app:squares", "--input", '["x"]'], "parameter 'n' is not valid"),
+        (["run", "tests.cli_app:squares", "--input", "[1, 2]"], "too many positional arguments"),
+        (["status", "nope"], "no run with id 'nope'"),
+        (["cancel", "nope"], "no run with id 'nope'"),
+        (["list", "--status", "weird"], "--status 'weird': use one of"),
+        (["run", "squares"], "write MODULE:WORKFLOW"),
+    ],
+)
+def test_bad_input_gets_one_clear_error(
+    cli_env: dict[str, str], args: list[str], message: str
+) -> None:
+    code, _, error = invoke(*args)
+    assert code != 0 and isinstance(error, FlowzError)
+    assert message in str(error)
+
+
+def test_an_unreachable_database_is_one_line(cli_env: dict[str, str]) -> None:
+    env = {**cli_env, "FLOWZ_DATABASE_URL": "postgresql://root@127.0.0.1:1/none"}
+    done = flowz(env, "status", "x")
+    assert done.returncode == 1
+    assert (
+        done.stderr.startswith("flowz: cannot reach PostgreSQL") and "Traceback" not in done.stderr
+    )
+
+
+def test_version_and_help(cli_env: dict[str, str]) -> None:
+    code, out, _ = invoke("--version")
+    assert code == 0 and out.startswith("flowz ")
+    for command in ("run", "start", "worker", "status", "list", "show", "watch", "cancel", "retry"):
+        code, out, _ = invoke(command, "--help")
+        assert code == 0 and "Usage" in out, command
+
+
+@pytest.mark.slow
+def test_the_real_command_line(cli_env: dict[str, str]) -> None:
+    env = {**cli_env, "FLOWZ_SHUTDOWN_GRACE_SECONDS": "1"}
+    done = flowz(env, "run", "tests.cli_app:squares", "--input", "[5]", "--id", "sub")
+    assert done.returncode == 0 and done.stdout.strip() == "[0, 1, 4, 9, 16]", done.stderr
+    for args, expected in [
+        (["status", "sub"], "succeeded"),
+        (["list"], "sub"),
+        (["show", "sub"], "5/5"),
+        (["db", "upgrade"], "schema at version"),
+    ]:
+        done = flowz(env, *args)
+        assert done.returncode == 0 and expected in done.stdout, (args, done.stderr)
+
+    bad = flowz(env, "run", "tests.cli_app:not_a_workflow")
+    assert bad.returncode == 1 and "is not a workflow" in bad.stderr
+    assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+    failed = flowz(env, "run", "tests.cli_app:fragile", "--input", "[2]", "--id", "subfail")
+    assert failed.returncode == 1 and "Unlucky: 2 is unlucky" in failed.stderr
+    Path(env["CLI_FIXED"]).touch()
+    assert flowz(env, "retry", "subfail").returncode == 0
+
+    # start + worker: the worker resumes the retried run and runs a new one.
+    started = flowz(env, "start", "tests.cli_app:squares", "--input", "[3]")
+    run_id = started.stdout.strip()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "flowz", "worker", "tests.cli_app"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not all(
+            "succeeded" in flowz(env, "status", rid).stdout for rid in (run_id, "subfail")
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        cancel_me = flowz(env, "start", "tests.cli_app:forever", "--input", "[2]").stdout.strip()
+        time.sleep(0.5)
+        assert "cancelled" in flowz(env, "cancel", cancel_me).stdout
+        assert "cancelled" in flowz(env, "status", cancel_me).stdout
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+    assert "[0, 1, 4]" in flowz(env, "status", run_id).stdout

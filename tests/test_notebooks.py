@@ -1,0 +1,41 @@
+"""The notebooks run in a real Jupyter kernel; their rendered output is checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
+
+
+def outputs_text(notebook: object) -> str:
+    parts: list[str] = []
+    for cell in notebook.cells:  # type: ignore[attr-defined]
+        for output in cell.get("outputs", []):
+            parts.append(output.get("text", ""))
+            data = output.get("data", {})
+            parts.extend(data.get(kind, "") for kind in ("text/plain", "text/html"))
+    return "\n".join(parts)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_the_progress_notebook_shows_the_finished_tree(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import nbclient
+    import nbformat
+
+    monkeypatch.delenv("FLOWZ_PROGRESS", raising=False)
+    notebook = nbformat.read(NOTEBOOKS / "progress.ipynb", as_version=4)
+    assert all(not cell.get("outputs") for cell in notebook.cells), (
+        "commit notebooks without outputs"
+    )
+    nbclient.NotebookClient(
+        notebook, timeout=60, resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    text = outputs_text(notebook)
+    assert "9900" in text  # the cell's value: the result
+    assert "fan" in text and "notebook-fan" in text and "succeeded" in text
+    assert "double" in text and "100/100" in text
