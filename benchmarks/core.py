@@ -15,6 +15,7 @@ Prints absolute times and ratios against the raw commit.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import signal
 import sqlite3
@@ -29,9 +30,11 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
+from rich.console import Console
 
 import flowz
 from flowz import gather_durable, step, workflow
+from flowz.progress import ProgressView
 
 ROOT = Path(__file__).parents[1]
 
@@ -111,10 +114,16 @@ def postgres_database(base: str) -> Iterator[Callable[[], str]]:
                 conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type]
 
 
-def in_process(url: str, wf: flowz.WorkflowFunction[[int], int], n: int) -> float:
+def in_process(
+    url: str, wf: flowz.WorkflowFunction[[int], int], n: int, *, view: bool = False
+) -> float:
     os.environ["FLOWZ_DATABASE_URL"] = url
+    progress: bool | ProgressView = False
+    if view:  # the live view drawing to a terminal-like sink, refreshed as usual
+        console = Console(file=io.StringIO(), force_terminal=True, width=100)
+        progress = ProgressView(console=console, mode="live")
     started = time.perf_counter()
-    result = flowz.run(wf, n)
+    result = flowz.run(wf, n, progress=progress)
     elapsed = time.perf_counter() - started
     assert result == sum(range(n)), result
     return stage(f"{wf.name}({n}) in-process", elapsed)
@@ -197,8 +206,15 @@ def main() -> None:
                     in_process(f"{db}/w.db", fan, args.wide),
                     args.wide,
                 ),
+                (
+                    f"gather of {args.wide:,}, with the live view",
+                    in_process(f"{db}/v.db", fan, args.wide, view=True),
+                    args.wide,
+                ),
             ]
         report(f"SQLite, WAL, synchronous={args.synchronous}", raw / n, rows)
+        overhead = rows[-1][1] / rows[-2][1]
+        print(f"live view overhead on the {args.wide:,}-child gather: {overhead:.2f}x")
         return
     with postgres_database(args.url) as fresh:
         raw = raw_postgres(fresh(), n)

@@ -57,6 +57,8 @@ class Worker:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.host = socket.gethostname()
         self._running = 0
+        # Running executions by id: (claim token, cancel scope), to stop work this worker lost.
+        self._scopes: dict[str, tuple[str, anyio.CancelScope]] = {}
         self._claim_threshold = max(1, min(settings.concurrency // 4, _CLAIM_BATCH))
         self._slot_freed = anyio.Event()
         self._stopping = anyio.Event()
@@ -137,8 +139,13 @@ class Worker:
                 await self.store.wait_for_change(timeout)
 
     async def _run_one(self, claim: Claim) -> None:
+        scope = anyio.CancelScope()
+        self._scopes[claim.execution.id] = (claim.fence.token, scope)
         try:
-            await execute(self.store, self.registry.get(claim.execution.name), claim, self.bus)
+            with scope:
+                await execute(self.store, self.registry.get(claim.execution.name), claim, self.bus)
+            if scope.cancelled_caught:
+                log.info("%s was cancelled or taken over: stopped it", claim.execution.id)
         except LeaseLost:
             log.warning(
                 "%s was cancelled or taken over by another worker: its outcome is dropped",
@@ -159,17 +166,27 @@ class Worker:
             with anyio.CancelScope(shield=True), contextlib.suppress(StoreError, LeaseLost):
                 await self.store.finish(claim.fence, "failed", None, dump_error(exc))
         finally:
+            if self._scopes.get(claim.execution.id, ("", None))[0] == claim.fence.token:
+                del self._scopes[claim.execution.id]
             self._running -= 1
             self._slot_freed.set()
             self._slot_freed = anyio.Event()
 
     async def _maintain(self) -> None:
-        """Heartbeat (renew leases) and reap dead workers' executions, every third of a lease."""
+        """Every third of a lease: renew leases, stop lost work, reap dead workers' work.
+
+        Lost work is what this worker runs but no longer holds: a cancelled run, or a
+        lease that expired and was taken over.
+        """
         interval = self.settings.lease_seconds / 3
         while True:
             await anyio.sleep(interval)
             try:
-                await self.store.heartbeat(self.id, self.settings.lease_seconds)
+                running = dict(self._scopes)
+                held = await self.store.heartbeat(self.id, self.settings.lease_seconds)
+                for execution_id, entry in running.items():
+                    if execution_id not in held and self._scopes.get(execution_id) == entry:
+                        entry[1].cancel()  # cancelled, or reaped and taken over elsewhere
                 await self.reap()
             except Exception:
                 log.exception("flowz worker %s: heartbeat failed; retrying", self.id)

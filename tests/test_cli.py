@@ -91,28 +91,41 @@ def test_start_enqueues_and_cancel_stops_the_tree(cli_env: dict[str, str]) -> No
     assert "cancelled" in out
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["run", "no_such_module:wf"], "cannot import 'no_such_module': no such module"),
-        (["run", "tests/missing.py:wf"], "no such file: tests/missing.py"),
-        (["run", "tests.cli_app:nothing"], "has no attribute 'nothing'"),
-        (["run", "tests.cli_app:not_a_workflow"], "is not a workflow"),
-        (["run", "tests.cli_app:squares", "--input", "[1,"], "--input is not valid JSON"),
-        (["run", "tests.cli_app:squares", "--input", '["x"]'], "parameter 'n' is not valid"),
-        (["run", "tests.cli_app:squares", "--input", "[1, 2]"], "too many positional arguments"),
-        (["status", "nope"], "no run with id 'nope'"),
-        (["cancel", "nope"], "no run with id 'nope'"),
-        (["list", "--status", "weird"], "--status 'weird': use one of"),
-        (["run", "squares"], "write MODULE:WORKFLOW"),
-    ],
-)
+BAD_INPUTS = [
+    (["run", "no_such_module:wf"], "cannot import 'no_such_module': no such module"),
+    (["run", "tests/missing.py:wf"], "no such file: tests/missing.py"),
+    (["run", "tests.cli_app:nothing"], "has no attribute 'nothing'"),
+    (["run", "tests.cli_app:not_a_workflow"], "is not a workflow"),
+    (["run", "tests.cli_app:squares", "--input", "[1,"], "--input is not valid JSON"),
+    (["run", "tests.cli_app:squares", "--input", '["x"]'], "parameter 'n' is not valid"),
+    (["run", "tests.cli_app:squares", "--input", "[1, 2]"], "too many positional arguments"),
+    (["status", "nope"], "no run with id 'nope'"),
+    (["cancel", "nope"], "no run with id 'nope'"),
+    (["list", "--status", "weird"], "--status 'weird': use one of"),
+    (["run", "squares"], "write MODULE:WORKFLOW"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUTS)
 def test_bad_input_gets_one_clear_error(
     cli_env: dict[str, str], args: list[str], message: str
 ) -> None:
     code, _, error = invoke(*args)
     assert code != 0 and isinstance(error, FlowzError)
     assert message in str(error)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("args", "message"), BAD_INPUTS)
+def test_bad_input_gets_one_line_on_stderr_from_the_real_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    monkeypatch.chdir(ROOT)
+    env = {**os.environ, "FLOWZ_DATABASE_URL": f"sqlite:///{tmp_path / 'bad.db'}"}
+    done = flowz(env, *args)
+    assert done.returncode == 1
+    assert done.stderr.startswith("flowz: ") and message in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
 def test_an_unreachable_database_is_one_line(cli_env: dict[str, str]) -> None:

@@ -517,3 +517,51 @@ def test_flowz_run_inside_a_running_loop_says_to_await_instead(database_url: str
 
     with pytest.raises(UsageError, match=r"await workflow\.run"):
         anyio.run(main)
+
+
+stopped: list[str] = []
+
+
+@step
+async def hangs(tag: str) -> str:
+    try:
+        await anyio.sleep(60)
+    except anyio.get_cancelled_exc_class():
+        stopped.append(tag)
+        raise
+    return tag
+
+
+@workflow
+async def cancellable(tag: str) -> str:
+    await add(1, 2)
+    return await hangs(tag)
+
+
+def test_cancelling_a_run_stops_its_running_step_at_the_next_heartbeat(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLOWZ_LEASE_SECONDS", "0.6")  # heartbeat every 0.2 s
+
+    async def main() -> None:
+        handle = await cancellable.start("c1", id="cancel-me")
+        async with anyio.create_task_group() as tg:
+
+            async def cancel_when_running() -> None:
+                store = await open_store(Settings.from_env())
+                while len(await store.read_journal("cancel-me")) < 1:
+                    await store.wait_for_change(0.05)
+                await anyio.sleep(0.1)
+                await handle.cancel()
+                await store.aclose()
+
+            tg.start_soon(cancel_when_running)
+            with pytest.raises(flowz.RunCancelledError):
+                await cancellable.run("c1", id="cancel-me", progress=False)
+        assert await handle.status() == flowz.Status.CANCELLED
+
+    stopped.clear()
+    started = time.monotonic()
+    anyio.run(main)
+    assert stopped == ["c1"], "the running step was cancelled, not left to finish"
+    assert time.monotonic() - started < 10

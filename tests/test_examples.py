@@ -67,3 +67,19 @@ def test_the_fleet_example_runs_on_two_workers(postgres_url: str, tmp_path: Path
     assert "best: word104xzzzzzz (240)" in done.stdout
     assert "children ran on 2 worker process(es)" in done.stdout
     assert codes == [0, 0]
+
+
+@pytest.mark.timeout(120)
+def test_the_fanout_example_returns_a_typed_report(tmp_path: Path) -> None:
+    env = {**os.environ, "FLOWZ_DATABASE_URL": f"sqlite:///{tmp_path / 'f.db'}"}
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "fanout.py"), "40"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().startswith('{"pages":40,')
+    assert "fanout:fetch" in done.stderr and "40/40 done" in done.stderr  # plain lines, no TTY

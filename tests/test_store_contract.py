@@ -248,7 +248,7 @@ async def test_heartbeat_renews_leases(store: Store) -> None:
     await store.create_run(run_factory())
     await store.register_worker("w1", "host", 1)
     await store.claim("w1", NAMES, "default", 1, 0.01)
-    await store.heartbeat("w1", 3600)
+    assert await store.heartbeat("w1", 3600) == {"r1"}
     assert await store.reap([]) == 0
     row = await store.get_execution("r1")
     assert row is not None and row.lease_expires_at is not None

@@ -397,19 +397,20 @@ class PostgresStore:
 
         await self._retrying(operation)
 
-    async def heartbeat(self, worker_id: str, lease_seconds: float) -> None:
-        async def operation() -> None:
+    async def heartbeat(self, worker_id: str, lease_seconds: float) -> set[str]:
+        async def operation() -> set[str]:
             async with self._tx() as cur:
                 await cur.execute(
                     f"UPDATE flowz_workers SET heartbeat_at = {_NOW} WHERE id = %s", (worker_id,)
                 )
                 await cur.execute(
                     f"UPDATE flowz_executions SET lease_expires_at = {_NOW} + %s "
-                    "WHERE lease_owner = %s AND status = 'running'",
+                    "WHERE lease_owner = %s AND status = 'running' RETURNING id",
                     (lease_seconds, worker_id),
                 )
+                return {r[0] for r in await cur.fetchall()}
 
-        await self._retrying(operation)
+        return await self._retrying(operation)  # type: ignore[no-any-return]
 
     async def deregister_worker(self, worker_id: str) -> None:
         async def operation() -> None:

@@ -161,8 +161,8 @@ class Store(Protocol):
     async def register_worker(self, worker_id: str, host: str, pid: int) -> None:
         """Record a live worker."""
 
-    async def heartbeat(self, worker_id: str, lease_seconds: float) -> None:
-        """Renew the worker's row and the leases of everything it holds."""
+    async def heartbeat(self, worker_id: str, lease_seconds: float) -> set[str]:
+        """Renew the worker's row and its leases; the ids of the executions it still holds."""
 
     async def deregister_worker(self, worker_id: str) -> None:
         """Remove the worker's row and put back anything it still holds."""

@@ -325,15 +325,16 @@ class SqliteStore:
                 (worker_id, host, pid, now, now),
             )
 
-    async def heartbeat(self, worker_id: str, lease_seconds: float) -> None:
+    async def heartbeat(self, worker_id: str, lease_seconds: float) -> set[str]:
         now = time.time()
         with self._tx() as cur:
             cur.execute("UPDATE flowz_workers SET heartbeat_at = ? WHERE id = ?", (now, worker_id))
-            cur.execute(
+            held = cur.execute(
                 "UPDATE flowz_executions SET lease_expires_at = ? "
-                "WHERE lease_owner = ? AND status = 'running'",
+                "WHERE lease_owner = ? AND status = 'running' RETURNING id",
                 (now + lease_seconds, worker_id),
-            )
+            ).fetchall()
+        return {r[0] for r in held}
 
     async def deregister_worker(self, worker_id: str) -> None:
         with self._tx() as cur:
