@@ -154,6 +154,7 @@ def test_the_real_command_line(cli_env: dict[str, str]) -> None:
         (["status", "sub"], "succeeded"),
         (["list"], "sub"),
         (["show", "sub"], "5/5"),
+        (["watch", "sub"], "succeeded"),
         (["db", "upgrade"], "schema at version"),
     ]:
         done = flowz(env, *args)
