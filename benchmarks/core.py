@@ -129,8 +129,20 @@ def in_process(
     return stage(f"{wf.name}({n}) in-process", elapsed)
 
 
-def with_worker_processes(url: str, n: int, workers: int) -> float:
-    """Start `workers` flowz worker processes, enqueue a gather of n, wait for its result."""
+def _rss_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def with_worker_processes(
+    url: str, n: int, workers: int, memory: dict[str, float] | None = None
+) -> float:
+    """Start `workers` flowz worker processes, enqueue a gather of n, wait for its result.
+
+    With `memory`, records how much the first worker's peak RSS grew during the run (MB).
+    """
     os.environ["FLOWZ_DATABASE_URL"] = url
     anyio.run(fan.start, 0)  # creates the schema before the workers race for it
     env = {**os.environ, "FLOWZ_DATABASE_URL": url}
@@ -153,8 +165,11 @@ def with_worker_processes(url: str, n: int, workers: int) -> float:
             result = await handle.result(timeout=300)
             return result, time.perf_counter() - started
 
+        before = _rss_kib(procs[0].pid, "VmRSS")
         result, elapsed = anyio.run(run)
         assert result == sum(range(n)), result
+        if memory is not None and workers == 1:
+            memory["rss_growth_mb"] = (_rss_kib(procs[0].pid, "VmHWM") - before) / 1024
         return stage(f"gather of {n} on {workers} worker process(es)", elapsed)
     finally:
         for proc in procs:

@@ -83,3 +83,47 @@ def test_the_fanout_example_returns_a_typed_report(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().startswith('{"pages":40,')
     assert "fanout:fetch" in done.stderr and "40/40 done" in done.stderr  # plain lines, no TTY
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("tree.py", "'Seville': 13.7"),
+        ("retries.py", "charge was called 3 times"),
+        ("sleep.py", "sent 'How is it going?' to ada@example.com"),
+    ],
+)
+def test_the_tutorial_examples_run(tmp_path: Path, script: str, expected: str) -> None:
+    env = {**os.environ, "FLOWZ_DATABASE_URL": f"sqlite:///{tmp_path / 'e.db'}"}
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert expected in done.stdout
+
+
+@pytest.mark.timeout(120)
+def test_the_testing_tutorial_passes_under_pytest(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(EXAMPLES / "test_pipeline.py"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed" in done.stdout

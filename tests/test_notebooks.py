@@ -39,3 +39,25 @@ def test_the_progress_notebook_shows_the_finished_tree(
     assert "9900" in text  # the cell's value: the result
     assert "fan" in text and "notebook-fan" in text and "succeeded" in text
     assert "double" in text and "100/100" in text
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_the_quickstart_notebook_runs_crashes_and_resumes(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import nbclient
+    import nbformat
+
+    monkeypatch.delenv("FLOWZ_PROGRESS", raising=False)
+    notebook = nbformat.read(NOTEBOOKS / "quickstart.ipynb", as_version=4)
+    assert all(not cell.get("outputs") for cell in notebook.cells), (
+        "commit notebooks without outputs"
+    )
+    nbclient.NotebookClient(
+        notebook, timeout=60, resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    text = outputs_text(notebook)
+    assert "328350" in text and "100/100" in text  # the first run: result and finished tree
+    assert "before the crash," in text and "of 300 children had started" in text
+    assert "True children run: 300 of 300" in text  # resumed: right result, all children ran

@@ -23,6 +23,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
+# Databases this process already brought to the current schema: opening one again
+# (every wf.start(), wf.run(), handle call) skips the migration's statements.
+_migrated: set[str] = set()
+
+
 async def open_store(settings: Settings) -> Store:
     """Open (and migrate) the store that `settings.database_url` names.
 
@@ -31,16 +36,22 @@ async def open_store(settings: Settings) -> Store:
     """
     url = settings.database_url
     if url.startswith("sqlite:"):
-        store: Store = SqliteStore(path_from_url(url), synchronous=settings.sqlite_synchronous)
-        await store.migrate()
+        path = path_from_url(url)
+        store: Store = SqliteStore(path, synchronous=settings.sqlite_synchronous)
+        key = f"sqlite:{path.resolve()}"
+        if key not in _migrated or not path.exists():
+            await store.migrate()
+            _migrated.add(key)
         return store
     from ._postgres import PostgresStore
 
     postgres = PostgresStore(url.replace("postgres://", "postgresql://", 1))
     await postgres.open()
-    try:
-        await postgres.migrate()
-    except BaseException:
-        await postgres.aclose()
-        raise
+    if url not in _migrated:
+        try:
+            await postgres.migrate()
+        except BaseException:
+            await postgres.aclose()
+            raise
+        _migrated.add(url)
     return postgres

@@ -1,0 +1,302 @@
+"""flowz's benchmark suite: every workload next to its baseline, in one run.
+
+  python -m benchmarks --engine sqlite|postgres|all [--quick] [--url URL]
+
+Prints a table of absolute figures and ratios per engine, checks the targets, and
+writes benchmarks/results/<engine>.json and benchmarks/RESULTS.md. --quick runs
+small sizes (a smoke test for CI: no timing is asserted anywhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+import flowz
+from flowz import gather_durable, step, workflow
+
+from .core import (
+    ROOT,
+    fan,
+    in_process,
+    postgres_database,
+    raw_postgres,
+    raw_sqlite,
+    sequential,
+    with_worker_processes,
+)
+
+HERE = Path(__file__).parent
+
+
+@step
+async def one(i: int) -> int:
+    return i
+
+
+@workflow
+async def one_step(i: int) -> int:
+    return await one(i)
+
+
+@workflow
+async def wake_probe(n: int) -> str:
+    await gather_durable(*(one(i) for i in range(n)))
+    return (await flowz.now()).isoformat()
+
+
+def one_step_workflows(url: str, n: int) -> float:
+    """n one-step workflows, each started and completed with `await wf.run(i)`."""
+    os.environ["FLOWZ_DATABASE_URL"] = url
+
+    async def main() -> float:
+        started = time.perf_counter()
+        for i in range(n):
+            assert await one_step.run(i, progress=False) == i
+        return time.perf_counter() - started
+
+    return anyio.run(main)
+
+
+def wake_up_latency(url: str, probes: int) -> list[float]:
+    """Seconds from the last child's commit to the parent running again, per probe."""
+    from flowz._config import Settings
+    from flowz.store import open_store
+
+    os.environ["FLOWZ_DATABASE_URL"] = url
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "flowz", "worker", "benchmarks.__main__"],
+            cwd=ROOT,
+            env={**os.environ},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(2)
+    ]
+
+    async def main() -> list[float]:
+        latencies = []
+        store = await open_store(Settings.from_env())
+        try:
+            for _ in range(probes):
+                handle = await wake_probe.start(10)
+                await handle.result(timeout=60)
+                rows = await store.list_executions(handle.id)
+                last_child = max(r.finished_at or 0 for r in rows if r.parent_id == handle.id)
+                journal = await store.read_journal(handle.id)
+                resumed = journal[max(journal)].started_at or 0
+                latencies.append(resumed - last_child)
+        finally:
+            await store.aclose()
+        return latencies
+
+    try:
+        time.sleep(2)
+        return anyio.run(main)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=60)
+
+
+def dbos(workload: str, n: int, url: str) -> float | None:
+    try:
+        import dbos  # noqa: F401
+    except ImportError:
+        print("  (dbos not installed: pip install -e '.[bench]' to compare)", file=sys.stderr)
+        return None
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.peer_dbos", workload, str(n), url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
+
+
+def run_engine(engine: str, quick: bool, url: str) -> dict[str, Any]:
+    n = 200 if quick else 1000
+    wide = 2000 if quick else 10_000
+    r: dict[str, Any] = {"engine": engine, "quick": quick, "n": n, "wide": wide}
+    mem: dict[str, float] = {}
+    if engine == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            db = f"sqlite:///{tmp}"
+            r["raw_commit_s"] = raw_sqlite(Path(tmp) / "raw.db", n, "FULL")
+            r["sequential_steps_s"] = in_process(f"{db}/s.db", sequential, n)
+            r["one_step_workflows_s"] = one_step_workflows(f"{db}/o.db", n)
+            r["gather_n_1_worker_s"] = in_process(f"{db}/g.db", fan, n)
+            r["gather_wide_1_worker_s"] = with_worker_processes(f"{db}/w1.db", wide, 1, mem)
+            r["gather_wide_2_workers_s"] = with_worker_processes(f"{db}/w2.db", wide, 2)
+            r["wake_up_s"] = wake_up_latency(f"{db}/l.db", 5 if quick else 20)
+    else:
+        with postgres_database(url) as fresh:
+            r["raw_commit_s"] = raw_postgres(fresh(), n)
+            r["sequential_steps_s"] = in_process(fresh(), sequential, n)
+            r["one_step_workflows_s"] = one_step_workflows(fresh(), n)
+            r["gather_n_1_worker_s"] = in_process(fresh(), fan, n)
+            r["gather_wide_1_worker_s"] = with_worker_processes(fresh(), wide, 1, mem)
+            r["gather_wide_2_workers_s"] = with_worker_processes(fresh(), wide, 2)
+            r["wake_up_s"] = wake_up_latency(fresh(), 5 if quick else 20)
+            r["dbos_steps_s"] = dbos("steps", n, fresh())
+            r["dbos_workflows_s"] = dbos("workflows", n, fresh())
+            r["dbos_fanout_n_s"] = dbos("fanout", n, fresh())
+            r["dbos_fanout_wide_s"] = None if quick else dbos("fanout", wide, fresh())
+    r.update(mem)
+    return r
+
+
+def table(r: dict[str, Any]) -> list[str]:
+    n, wide = r["n"], r["wide"]
+    raw = r["raw_commit_s"] / n
+    rows = [
+        (f"{n:,} raw INSERT+COMMIT (same driver)", r["raw_commit_s"], n),
+        (f"{n:,} sequential inline steps", r["sequential_steps_s"], n),
+        (f"{n:,} one-step workflows (await wf.run)", r["one_step_workflows_s"], n),
+        (f"gather of {n:,}, in-process worker", r["gather_n_1_worker_s"], n),
+        (f"gather of {wide:,}, 1 worker process", r["gather_wide_1_worker_s"], wide),
+        (f"gather of {wide:,}, 2 worker processes", r["gather_wide_2_workers_s"], wide),
+    ]
+    for key, label, count in [
+        ("dbos_steps_s", f"DBOS: {n:,} sequential steps", n),
+        ("dbos_workflows_s", f"DBOS: {n:,} one-step workflows", n),
+        ("dbos_fanout_n_s", f"DBOS: queue fan-out of {n:,}", n),
+        ("dbos_fanout_wide_s", f"DBOS: queue fan-out of {wide:,}", wide),
+    ]:
+        if r.get(key):
+            rows.append((label, r[key], count))
+    lines = [
+        "| workload | total | per op | ops/s | vs raw commit |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label, total, count in rows:
+        per = total / count
+        lines.append(
+            f"| {label} | {total:.3f} s | {per * 1e6:,.0f} µs | {count / total:,.0f} | "
+            f"{per / raw:.2f}x |"
+        )
+    return lines
+
+
+def targets(r: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    n, wide = r["n"], r["wide"]
+    step_ratio = (r["sequential_steps_s"] / n) / (r["raw_commit_s"] / n)
+    wake = r["wake_up_s"]
+    wake_median, wake_p95 = (
+        statistics.median(wake),
+        max(wake) if len(wake) < 20 else sorted(wake)[18],
+    )
+    out: list[tuple[str, str, bool | None]] = [
+        ("inline step ≤ 1.3x one raw INSERT+COMMIT", f"{step_ratio:.2f}x", step_ratio <= 1.3),
+        (
+            "parent wake-up ≤ 50 ms after the last child's commit",
+            f"median {wake_median * 1000:.1f} ms, p95 {wake_p95 * 1000:.1f} ms",
+            wake_median <= 0.05 if r["engine"] == "postgres" else None,
+        ),
+    ]
+    if "rss_growth_mb" in r:
+        out.append(
+            (
+                f"parent's worker grows < 50 MB during the {wide:,}-child gather",
+                f"{r['rss_growth_mb']:.1f} MB",
+                r["rss_growth_mb"] < 50 if wide >= 10_000 else None,
+            )
+        )
+    if r["engine"] == "postgres":
+        rate = wide / r["gather_wide_2_workers_s"]
+        out.append(
+            (
+                "≥ 2,000 children/s, 2 worker processes",
+                f"{rate:,.0f}/s",
+                rate >= 2000 if wide >= 10_000 else None,
+            )
+        )
+        if r.get("dbos_steps_s"):
+            ratio = r["dbos_steps_s"] / r["sequential_steps_s"]
+            out.append(("sequential steps/s ≥ 5x DBOS", f"{ratio:.1f}x", ratio >= 5))
+        if r.get("dbos_fanout_wide_s"):
+            best = min(r["gather_wide_1_worker_s"], r["gather_wide_2_workers_s"])
+            ratio = r["dbos_fanout_wide_s"] / best
+            out.append(
+                (f"{wide:,}-child gather ≥ 20x faster than DBOS", f"{ratio:.0f}x", ratio >= 20)
+            )
+    return out
+
+
+def machine() -> str:
+    memory = ""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        kib = int(meminfo.read_text().split()[1])
+        memory = f", {kib / 1024 / 1024:.0f} GiB"
+    pg = ""
+    with contextlib.suppress(OSError):
+        pg = subprocess.run(
+            ["psql", "--version"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    return (
+        f"{os.cpu_count()} cores{memory}, {platform.platform()}, Python {platform.python_version()}"
+        f"{', ' + pg if pg else ''}; SQLite WAL synchronous=FULL; PostgreSQL local, "
+        "synchronous_commit on"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--engine", choices=["sqlite", "postgres", "all"], default="all")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("FLOWZ_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test"),
+    )
+    args = parser.parse_args()
+    os.environ["FLOWZ_PROGRESS"] = "0"
+    engines = ["sqlite", "postgres"] if args.engine == "all" else [args.engine]
+    report = [
+        "# flowz benchmark results",
+        "",
+        f"Machine: {machine()}. Run: `python -m benchmarks --engine {args.engine}"
+        f"{' --quick' if args.quick else ''}` on {time.strftime('%Y-%m-%d %H:%M')}.",
+        "Figures of one run on a shared, noisy machine: read the ratios, not the absolutes.",
+        "",
+    ]
+    out_dir = HERE / "results"
+    out_dir.mkdir(exist_ok=True)
+    for engine in engines:
+        results = run_engine(engine, args.quick, args.url)
+        (out_dir / f"{engine}.json").write_text(json.dumps(results, indent=2))
+        section = [
+            f"## {engine}",
+            "",
+            *table(results),
+            "",
+            "| target | measured | met |",
+            "|---|---|---|",
+        ]
+        for name, measured, met in targets(results):
+            verdict = "n/a (quick or not this engine)" if met is None else ("yes" if met else "NO")
+            section.append(f"| {name} | {measured} | {verdict} |")
+        report.extend([*section, ""])
+        print("\n".join(section), flush=True)
+    if not args.quick:
+        (HERE / "RESULTS.md").write_text("\n".join(report))
+        print(f"written: {HERE / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()
