@@ -131,12 +131,15 @@ class SqliteStore:
 
     @staticmethod
     def _fence(cur: sqlite3.Cursor, fence: Fence, now: float) -> None:
-        cur.execute(
-            "UPDATE flowz_executions SET updated_at = ? "
+        # A read is enough: BEGIN IMMEDIATE holds the database's write lock, so no other
+        # writer can take the execution over before this transaction commits; and it keeps
+        # an inline step's commit to the journal's pages alone.
+        owned = cur.execute(
+            "SELECT 1 FROM flowz_executions "
             "WHERE id = ? AND claim_token = ? AND status = 'running'",
-            (now, fence.execution_id, fence.token),
-        )
-        if cur.rowcount != 1:
+            (fence.execution_id, fence.token),
+        ).fetchone()
+        if owned is None:
             raise LeaseLost(fence.execution_id)
 
     @staticmethod
