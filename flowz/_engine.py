@@ -160,6 +160,13 @@ class _Attempt(ExecutionContext):
         await self.flush()
         options = definition.options
         started = time.time()
+
+        def journaled(status: str, **fields: Any) -> JournalEntry:
+            return JournalEntry(
+                position, EntryKind.STEP, definition.name, status,
+                attempt=attempt, started_at=started, **fields,
+            )  # fmt: skip
+
         while True:
             ctx = StepContext(self.row.id, position, definition.name, attempt)
             self.bus.publish(
@@ -176,16 +183,7 @@ class _Attempt(ExecutionContext):
                     )
                     await self.store.append_journal(
                         self.fence,
-                        JournalEntry(
-                            position,
-                            EntryKind.STEP,
-                            definition.name,
-                            "failed",
-                            error=dump_error(exc),
-                            attempt=attempt,
-                            started_at=started,
-                            finished_at=time.time(),
-                        ),
+                        journaled("failed", error=dump_error(exc), finished_at=time.time()),
                     )
                     raise
                 delay = retry_delay(options, attempt)
@@ -196,35 +194,15 @@ class _Attempt(ExecutionContext):
                 )
                 if delay > INLINE_RETRY_LIMIT:
                     retry_at = time.time() + delay
-                    await self._suspend_until(
-                        retry_at,
-                        JournalEntry(
-                            position,
-                            EntryKind.STEP,
-                            definition.name,
-                            "retrying",
-                            output={"retry_at": retry_at},
-                            error=dump_error(exc),
-                            attempt=attempt,
-                            started_at=started,
-                        ),
-                        "retry",
+                    retrying = journaled(
+                        "retrying", output={"retry_at": retry_at}, error=dump_error(exc)
                     )
+                    await self._suspend_until(retry_at, retrying, "retry")
                 await anyio.sleep(delay)
                 attempt += 1
                 continue
             await self.store.append_journal(
-                self.fence,
-                JournalEntry(
-                    position,
-                    EntryKind.STEP,
-                    definition.name,
-                    "succeeded",
-                    output=output,
-                    attempt=attempt,
-                    started_at=started,
-                    finished_at=time.time(),
-                ),
+                self.fence, journaled("succeeded", output=output, finished_at=time.time())
             )
             self.bus.publish(
                 StepFinished(self.row.id, position, definition.name, attempt, True, time.time())

@@ -69,11 +69,11 @@ def test_the_fleet_example_runs_on_two_workers(postgres_url: str, tmp_path: Path
     assert codes == [0, 0]
 
 
-@pytest.mark.timeout(120)
-def test_the_fanout_example_returns_a_typed_report(tmp_path: Path) -> None:
-    env = {**os.environ, "FLOWZ_DATABASE_URL": f"sqlite:///{tmp_path / 'f.db'}"}
+def run_example(tmp_path: Path, script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run examples/SCRIPT as a user would, on a database of its own; it must succeed."""
+    env = {**os.environ, "FLOWZ_DATABASE_URL": f"sqlite:///{tmp_path / 'example.db'}"}
     done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "fanout.py"), "40"],
+        [sys.executable, str(EXAMPLES / script), *args],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -81,6 +81,12 @@ def test_the_fanout_example_returns_a_typed_report(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+    return done
+
+
+@pytest.mark.timeout(120)
+def test_the_fanout_example_returns_a_typed_report(tmp_path: Path) -> None:
+    done = run_example(tmp_path, "fanout.py", "40")
     assert done.stdout.strip().startswith('{"pages":40,')
     assert "fanout:fetch" in done.stderr and "40/40 done" in done.stderr  # plain lines, no TTY
 
@@ -95,17 +101,7 @@ def test_the_fanout_example_returns_a_typed_report(tmp_path: Path) -> None:
     ],
 )
 def test_the_tutorial_examples_run(tmp_path: Path, script: str, expected: str) -> None:
-    env = {**os.environ, "FLOWZ_DATABASE_URL": f"sqlite:///{tmp_path / 'e.db'}"}
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / script)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert expected in done.stdout
+    assert expected in run_example(tmp_path, script).stdout
 
 
 @pytest.mark.timeout(120)
