@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 
 import anyio
 import pytest
@@ -565,3 +566,37 @@ def test_cancelling_a_run_stops_its_running_step_at_the_next_heartbeat(
     anyio.run(main)
     assert stopped == ["c1"], "the running step was cancelled, not left to finish"
     assert time.monotonic() - started < 10
+
+
+def test_a_stored_run_naming_an_arbitrary_function_is_never_called(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Security: a worker runs only registered functions; stored names are not imported."""
+    marker = tmp_path / "pwned"
+
+    async def main() -> str:
+        from flowz._registry import default_registry
+        from flowz._worker import Worker
+        from flowz.store._protocol import NewExecution
+
+        store = await open_store(Settings.from_env())
+        for run_id, name in [("evil", "os:system"), ("evil2", "builtins:exec")]:
+            await store.create_run(
+                NewExecution(
+                    id=run_id, root_id=run_id, kind="workflow", name=name,
+                    input={"command": f"touch {marker}"},
+                )
+            )  # fmt: skip
+        worker = Worker(store, default_registry(), Settings.from_env())
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            await arithmetic.start(1, id="legit")
+            while (row := await store.get_execution("legit")) is None or row.status != "succeeded":
+                await store.wait_for_change(0.05)
+            worker.stop()
+        statuses = {r: (await store.get_execution(r)).status for r in ("evil", "evil2")}  # type: ignore[union-attr]
+        await store.aclose()
+        return str(statuses)
+
+    assert anyio.run(main) == "{'evil': 'pending', 'evil2': 'pending'}"
+    assert not marker.exists()
