@@ -7,6 +7,7 @@ import contextlib
 import math
 import time
 import uuid
+import weakref
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
 import anyio
@@ -28,6 +29,42 @@ if TYPE_CHECKING:
 __all__ = ["RunHandle", "run", "run_async", "start_async"]
 
 R = TypeVar("R")
+
+
+# One store per event loop and database, shared by runs, starts and handles: opening a
+# pool and a LISTEN connection per call cost more than the work of a small run.
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], Store]] = (
+    weakref.WeakKeyDictionary()
+)
+_keepers: set[asyncio.Task[None]] = set()
+
+
+async def _client(settings: Settings) -> Store:
+    """This event loop's store for `settings`; it is closed when the loop closes."""
+    loop = asyncio.get_running_loop()
+    stores = _clients.setdefault(loop, {})
+    key = (settings.database_url, settings.sqlite_synchronous)
+    store = stores.get(key)
+    if store is None:
+        store = stores[key] = await open_store(settings)
+        # A task that lives as long as the loop: when the loop shuts down (the end of
+        # flowz.run, of a test, of asyncio.run), asyncio cancels it and it closes the store.
+        keeper = loop.create_task(_close_with_the_loop(store, stores, key))
+        _keepers.add(keeper)  # asyncio holds tasks weakly
+        keeper.add_done_callback(_keepers.discard)
+    return store
+
+
+async def _close_with_the_loop(
+    store: Store, stores: dict[tuple[str, str], Store], key: tuple[str, str]
+) -> None:
+    try:
+        await anyio.sleep_forever()
+    finally:
+        if stores.get(key) is store:
+            del stores[key]
+        with anyio.CancelScope(shield=True):
+            await store.aclose()
 
 
 def _check_workflow(wf: object) -> WorkflowFunction[Any, Any]:
@@ -101,29 +138,25 @@ async def run_async(
     """Create (or find) the run, work on it in this process until it ends, return its result."""
     wf = _check_workflow(wf)
     settings = settings or Settings.from_env()
-    store = await open_store(settings)
-    try:
-        row = await _create(store, wf, args, kwargs, id, settings)
-        if not Status(row.status).is_terminal:
-            bus = EventBus()
-            view = _view(progress, settings)
-            if view is not None:
-                view.follow(row.id)
-                bus.subscribe(view)
-            worker = Worker(store, default_registry(), settings, bus)
-            with view or contextlib.nullcontext():
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(worker.run)
-                    row = await _wait_terminal(store, row.id, settings.poll_seconds, math.inf)
-                    worker.stop()
-            if view is not None:
-                ok = row.status == Status.SUCCEEDED
-                detail = repr(_outcome(row, wf)) if ok else _error_line(row)
-                view.summary(detail, ok)
-        return _outcome(row, wf)
-    finally:
-        with anyio.CancelScope(shield=True):
-            await store.aclose()
+    store = await _client(settings)
+    row = await _create(store, wf, args, kwargs, id, settings)
+    if not Status(row.status).is_terminal:
+        bus = EventBus()
+        view = _view(progress, settings)
+        if view is not None:
+            view.follow(row.id)
+            bus.subscribe(view)
+        worker = Worker(store, default_registry(), settings, bus)
+        with view or contextlib.nullcontext():
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker.run)
+                row = await _wait_terminal(store, row.id, settings.poll_seconds, math.inf)
+                worker.stop()
+        if view is not None:
+            ok = row.status == Status.SUCCEEDED
+            detail = repr(_outcome(row, wf)) if ok else _error_line(row)
+            view.summary(detail, ok)
+    return _outcome(row, wf)
 
 
 def _view(progress: bool | ProgressView | None, settings: Settings) -> ProgressView | None:
@@ -150,11 +183,7 @@ async def start_async(
     """Create (or find) the run for the workers, and return its handle."""
     wf = _check_workflow(wf)
     settings = settings or Settings.from_env()
-    store = await open_store(settings)
-    try:
-        row = await _create(store, wf, args, kwargs, id, settings)
-    finally:
-        await store.aclose()
+    row = await _create(await _client(settings), wf, args, kwargs, id, settings)
     return RunHandle._new(row.id, wf, settings)
 
 
@@ -218,20 +247,13 @@ class RunHandle(Generic[R]):
 
     async def status(self) -> Status:
         """The run's current status."""
-        store = await open_store(self._settings)
-        try:
-            return Status((await self._row(store)).status)
-        finally:
-            await store.aclose()
+        return Status((await self._row(await _client(self._settings))).status)
 
     async def result(self, *, timeout: float | None = None) -> R:
         """Wait for the run to end (a worker must run it); return its result or raise its error."""
-        store = await open_store(self._settings)
-        try:
-            deadline = math.inf if timeout is None else time.monotonic() + timeout
-            row = await _wait_terminal(store, self.id, self._settings.poll_seconds, deadline)
-        finally:
-            await store.aclose()
+        store = await _client(self._settings)
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
+        row = await _wait_terminal(store, self.id, self._settings.poll_seconds, deadline)
         return _outcome(row, self._wf)
 
     async def cancel(self) -> int:
@@ -239,18 +261,11 @@ class RunHandle(Generic[R]):
 
         Pending children never start; running ones are dropped at their next durable call.
         """
-        store = await open_store(self._settings)
-        try:
-            return await store.cancel_run(self.id)
-        finally:
-            await store.aclose()
+        return await (await _client(self._settings)).cancel_run(self.id)
 
     async def retry(self) -> None:
         """Resume a failed run: completed steps and children are kept, failed ones run again."""
-        store = await open_store(self._settings)
-        try:
-            if not await store.retry_run(self.id):
-                status = (await self._row(store)).status
-                raise UsageError(f"run {self.id!r} is {status}; only a failed run can be retried")
-        finally:
-            await store.aclose()
+        store = await _client(self._settings)
+        if not await store.retry_run(self.id):
+            status = (await self._row(store)).status
+            raise UsageError(f"run {self.id!r} is {status}; only a failed run can be retried")
