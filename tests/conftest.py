@@ -28,6 +28,15 @@ def admin_execute(sql: str) -> None:
         conn.execute(sql)  # type: ignore[arg-type]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fault-runs",
+        type=int,
+        default=30,
+        help="seeded kill -9 iterations per store in tests/test_faults.py (default 30)",
+    )
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

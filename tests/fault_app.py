@@ -1,0 +1,76 @@
+"""The mixed workflow of the fault suite, run by `flowz worker tests.fault_app` subprocesses.
+
+Steps record their side effects (one row per execution attempt) in the side table
+`fault_effects` of a SQLite file named by FAULT_EFFECTS_DB, shared by the workers.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import anyio
+
+import flowz
+from flowz import gather_durable, step, workflow
+
+
+def effect(kind: str, key: str) -> None:
+    db = sqlite3.connect(os.environ["FAULT_EFFECTS_DB"], timeout=30)
+    try:
+        db.execute(
+            "INSERT INTO fault_effects (kind, key, pid) VALUES (?, ?, ?)", (kind, key, os.getpid())
+        )
+        db.commit()
+    finally:
+        db.close()
+
+
+@step
+async def inline(tag: str) -> str:
+    effect("inline", tag)
+    await anyio.sleep(0.02)
+    return tag
+
+
+@step(retries=3, retry_delay=0.05, backoff=1.0)
+async def flaky(tag: str) -> str:
+    effect("flaky", tag)
+    db = sqlite3.connect(os.environ["FAULT_EFFECTS_DB"], timeout=30)
+    try:
+        attempts = db.execute(
+            "SELECT count(*) FROM fault_effects WHERE kind = 'flaky' AND key = ?", (tag,)
+        ).fetchone()[0]
+    finally:
+        db.close()
+    if attempts < 2:
+        raise ConnectionError(f"{tag}: first attempt fails")
+    return tag
+
+
+@step
+async def child(run: str, i: int) -> int:
+    effect("child", f"{run}:{i}")
+    await anyio.sleep(0.01 * (i % 5))
+    return i * i
+
+
+@workflow
+async def nested(run: str, k: int) -> int:
+    return sum(await gather_durable(*(child(run, 100 + j) for j in range(k))))
+
+
+@workflow
+async def mixed(run: str, width: int) -> list[int | str]:
+    first = await inline(f"{run}:a")
+    squares = await gather_durable(*(child(run, i) for i in range(width)))
+    inner = await nested(run, 3)
+    retried = await flaky(f"{run}:f")
+    await flowz.sleep(1.0)
+    last = await inline(f"{run}:b")
+    return [first, sum(squares), inner, retried, last]
+
+
+def expected(run: str, width: int) -> list[int | str]:
+    squares = sum(i * i for i in range(width))
+    return [f"{run}:a", squares, sum((100 + j) ** 2 for j in range(3)), f"{run}:f", f"{run}:b"]
