@@ -21,7 +21,9 @@ def record(sql: str, *params: object) -> None:
         conn.execute(sql, params)  # type: ignore[arg-type]
 
 
-@step
+# Retried like any step that talks to a database: the connection test terminates every
+# connection of the database, this step's own included.
+@step(retries=3, retry_delay=0.05, backoff=1.0)
 def effect(i: int, seconds: float) -> int:
     record("INSERT INTO fleet_effects (child, pid) VALUES (%s, %s)", i, os.getpid())
     time.sleep(seconds)
