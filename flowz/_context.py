@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, final
 
 import anyio
 
+from ._types import EntryKind
 from .errors import UsageError
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ async def now() -> _dt.datetime:
     value = _dt.datetime.now(_dt.UTC)
     if ctx is None:
         return value
-    stored = await ctx.record("flowz.now", "now", value.isoformat)
+    stored = await ctx.record("flowz.now", EntryKind.NOW, value.isoformat)
     return _dt.datetime.fromisoformat(stored)
 
 
@@ -137,7 +138,7 @@ async def uuid4() -> _uuid.UUID:
     ctx = current_context()
     if ctx is None:
         return _uuid.uuid4()
-    return _uuid.UUID(await ctx.record("flowz.uuid4", "uuid", lambda: str(_uuid.uuid4())))
+    return _uuid.UUID(await ctx.record("flowz.uuid4", EntryKind.UUID, lambda: str(_uuid.uuid4())))
 
 
 async def random() -> float:
@@ -149,7 +150,7 @@ async def random() -> float:
     ctx = current_context()
     if ctx is None:
         return _random.random()
-    return float(await ctx.record("flowz.random", "random", _random.random))
+    return float(await ctx.record("flowz.random", EntryKind.RANDOM, _random.random))
 
 
 async def sleep(seconds: float) -> None:

@@ -48,7 +48,6 @@ class EntryKind(StrEnum):
     STEP = "step"
     SCHEDULE = "schedule"
     GATHER = "gather"
-    WAIT = "wait"
     SLEEP = "sleep"
     NOW = "now"
     UUID = "uuid"

@@ -77,8 +77,8 @@ def _with_store(settings: Settings, use: Callable[[Store], Awaitable[T]]) -> T:
     return anyio.run(main)
 
 
-def load_module(spec: str) -> None:
-    """Import a dotted module or a .py file so that its decorated functions register."""
+def load_module(spec: str) -> str:
+    """Import a dotted module or a .py file so its decorated functions register; its name."""
     if spec.endswith(".py") or "/" in spec:
         path = Path(spec).resolve()
         if not path.is_file():
@@ -99,6 +99,7 @@ def load_module(spec: str) -> None:
         raise UsageError(f"cannot import {spec!r}: {exc}") from exc
     except Exception as exc:
         raise UsageError(f"importing {spec!r} failed: {type(exc).__name__}: {exc}") from exc
+    return spec
 
 
 def load_workflow(target: str) -> WorkflowFunction[Any, Any]:
@@ -106,8 +107,7 @@ def load_workflow(target: str) -> WorkflowFunction[Any, Any]:
     module, sep, attr = target.rpartition(":")
     if not sep or not module or not attr:
         raise UsageError(f"{target!r}: write MODULE:WORKFLOW, like pipeline:crawl")
-    load_module(module)
-    name = Path(module).stem if module.endswith(".py") or "/" in module else module
+    name = load_module(module)
     obj = getattr(sys.modules[name], attr, None)
     if obj is None:
         raise UsageError(f"module {name!r} has no attribute {attr!r}")

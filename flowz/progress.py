@@ -25,7 +25,6 @@ from ._events import (
     ChildFinished,
     ChildrenScheduled,
     Event,
-    RunFinished,
     RunSuspended,
     StepFinished,
     StepRetried,
@@ -229,8 +228,6 @@ class ProgressView:
         elif isinstance(event, RunSuspended) and event.reason != "children" and event.until:
             wake = datetime.fromtimestamp(event.until).strftime("%H:%M:%S")
             text = f"⏾ {event.execution_id} sleeping until {wake}"
-        elif isinstance(event, RunFinished) and event.execution_id == self.model.root_id:
-            text = None  # the summary says it
         if text is not None:
             self.console.print(text, markup=False, highlight=False)
 

@@ -94,7 +94,7 @@ class PostgresStore:
             probe = await psycopg.AsyncConnection.connect(self.url, connect_timeout=10)
             await probe.close()
             await self._pool.open(wait=True, timeout=10)
-        except (psycopg.Error, OSError, Exception) as exc:
+        except Exception as exc:  # any failure to connect: psycopg, OS or pool timeout
             await self._pool.close()
             reason = " ".join(str(exc).split())
             raise StoreUnavailableError(

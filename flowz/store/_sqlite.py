@@ -130,10 +130,9 @@ class SqliteStore:
             self._changed = None
 
     @staticmethod
-    def _fence(cur: sqlite3.Cursor, fence: Fence, now: float) -> None:
+    def _fence(cur: sqlite3.Cursor, fence: Fence) -> None:
         # A read is enough: BEGIN IMMEDIATE holds the database's write lock, so no other
-        # writer can take the execution over before this transaction commits; and it keeps
-        # an inline step's commit to the journal's pages alone.
+        # writer can take the execution over before this transaction commits.
         owned = cur.execute(
             "SELECT 1 FROM flowz_executions "
             "WHERE id = ? AND claim_token = ? AND status = 'running'",
@@ -384,7 +383,7 @@ class SqliteStore:
 
     async def append_journal(self, fence: Fence, entry: JournalEntry) -> None:
         with self._tx() as cur:
-            self._fence(cur, fence, time.time())
+            self._fence(cur, fence)
             self._insert_entries(cur, fence.execution_id, [entry])
 
     async def schedule_children(
@@ -392,7 +391,7 @@ class SqliteStore:
     ) -> None:
         now = time.time()
         with self._tx() as cur:
-            self._fence(cur, fence, now)
+            self._fence(cur, fence)
             self._insert_entries(cur, fence.execution_id, entries)
             self._insert_executions(cur, children, now)
         self._notify()
@@ -407,7 +406,7 @@ class SqliteStore:
     ) -> bool:
         now = time.time()
         with self._tx() as cur:
-            self._fence(cur, fence, now)
+            self._fence(cur, fence)
             self._insert_entries(cur, fence.execution_id, entries)
             self._insert_executions(cur, children, now)
             waiting_on = 0
@@ -445,9 +444,8 @@ class SqliteStore:
         return rows
 
     async def suspend_until(self, fence: Fence, run_at: float, entry: JournalEntry | None) -> None:
-        now = time.time()
         with self._tx() as cur:
-            self._fence(cur, fence, now)
+            self._fence(cur, fence)
             if entry is not None:
                 self._insert_entries(cur, fence.execution_id, [entry])
             cur.execute(
@@ -458,9 +456,8 @@ class SqliteStore:
         self._notify()
 
     async def retry_later(self, fence: Fence, run_at: float, error: JSON) -> None:
-        now = time.time()
         with self._tx() as cur:
-            self._fence(cur, fence, now)
+            self._fence(cur, fence)
             cur.execute(
                 "UPDATE flowz_executions SET status = 'pending', run_at = ?, "
                 "attempt = attempt + 1, error = ?, claim_token = NULL, lease_owner = NULL, "
