@@ -61,6 +61,10 @@ class ExecutionContext(ABC):
     """The running attempt of a workflow execution, as durable calls see it."""
 
     @abstractmethod
+    def now(self) -> float:
+        """The database's clock, in epoch seconds (a drifting worker clock does not matter)."""
+
+    @abstractmethod
     async def call_step(self, call: DurableCall[Any]) -> Any:
         """Run a step inline, durably (or replay it)."""
 
@@ -122,9 +126,9 @@ async def now() -> _dt.datetime:
         >>> started = await flowz.now()
     """
     ctx = current_context()
-    value = _dt.datetime.now(_dt.UTC)
     if ctx is None:
-        return value
+        return _dt.datetime.now(_dt.UTC)
+    value = _dt.datetime.fromtimestamp(ctx.now(), _dt.UTC)
     stored = await ctx.record("flowz.now", EntryKind.NOW, value.isoformat)
     return _dt.datetime.fromisoformat(stored)
 

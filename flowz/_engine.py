@@ -100,6 +100,7 @@ class _Attempt(ExecutionContext):
         self.bus = bus
         self.row = claim.execution
         self.fence = claim.fence
+        self.clock = claim.now
         self.journal = journal
         self.position = 0
         self.nondeterminism: NonDeterminismError | None = None
@@ -132,10 +133,16 @@ class _Attempt(ExecutionContext):
     async def _suspend_until(self, run_at: float, entry: JournalEntry | None, reason: str) -> None:
         await self.flush()
         await self.store.suspend_until(self.fence, run_at, entry)
-        self.bus.publish(RunSuspended(self.row.id, reason, run_at, time.time()))
+        local_now = time.time()  # observers draw with this process's clock
+        self.bus.publish(
+            RunSuspended(self.row.id, reason, local_now + run_at - self.clock(), local_now)
+        )
         raise _Suspend
 
     # -- ExecutionContext ---------------------------------------------------
+    def now(self) -> float:
+        return self.clock()
+
     async def call_step(self, call: DurableCall[Any]) -> Any:
         position = self._next()
         definition = call.definition
@@ -154,12 +161,12 @@ class _Attempt(ExecutionContext):
                     return codec.load_result(entry.output)
                 raise load_error(entry.error)
             attempt = entry.attempt + 1  # a retry that suspended the workflow
-            if entry.output["retry_at"] > time.time():
+            if entry.output["retry_at"] > self.clock():
                 await self._suspend_until(entry.output["retry_at"], None, "retry")
         codec.dump_args(call.args, call.kwargs)  # a bad argument fails here, at the call site
         await self.flush()
         options = definition.options
-        started = time.time()
+        started = self.clock()
 
         def journaled(status: str, **fields: Any) -> JournalEntry:
             return JournalEntry(
@@ -183,7 +190,7 @@ class _Attempt(ExecutionContext):
                     )
                     await self.store.append_journal(
                         self.fence,
-                        journaled("failed", error=dump_error(exc), finished_at=time.time()),
+                        journaled("failed", error=dump_error(exc), finished_at=self.clock()),
                     )
                     raise
                 delay = retry_delay(options, attempt)
@@ -193,7 +200,7 @@ class _Attempt(ExecutionContext):
                     )
                 )
                 if delay > INLINE_RETRY_LIMIT:
-                    retry_at = time.time() + delay
+                    retry_at = self.clock() + delay
                     retrying = journaled(
                         "retrying", output={"retry_at": retry_at}, error=dump_error(exc)
                     )
@@ -202,7 +209,7 @@ class _Attempt(ExecutionContext):
                 attempt += 1
                 continue
             await self.store.append_journal(
-                self.fence, journaled("succeeded", output=output, finished_at=time.time())
+                self.fence, journaled("succeeded", output=output, finished_at=self.clock())
             )
             self.bus.publish(
                 StepFinished(self.row.id, position, definition.name, attempt, True, time.time())
@@ -308,7 +315,7 @@ class _Attempt(ExecutionContext):
             return entry.output
         await self.flush()
         value = make()
-        now = time.time()
+        now = self.clock()
         await self.store.append_journal(
             self.fence,
             JournalEntry(
@@ -322,10 +329,10 @@ class _Attempt(ExecutionContext):
         entry = self._replayed(position, "flowz.sleep", EntryKind.SLEEP)
         if entry is not None:
             wake_at = float(entry.output)
-            if wake_at > time.time():
+            if wake_at > self.clock():
                 await self._suspend_until(wake_at, None, "sleep")
             return
-        now = time.time()
+        now = self.clock()
         await self._suspend_until(
             now + seconds,
             JournalEntry(
@@ -392,7 +399,7 @@ async def _execute_step(store: Store, definition: Definition, claim: Claim, bus:
     except Exception as exc:
         if _retryable(definition.options, exc, row.attempt):
             delay = retry_delay(definition.options, row.attempt)
-            await store.retry_later(claim.fence, time.time() + delay, dump_error(exc))
+            await store.retry_later(claim.fence, claim.now() + delay, dump_error(exc))
         else:
             await _finish(store, bus, claim, None, exc)
         return

@@ -364,13 +364,15 @@ class PostgresStore:
                     "attempt = CASE WHEN e.attempt = 0 THEN 1 ELSE e.attempt END "
                     "FROM picked WHERE e.id = picked.id "
                     f"RETURNING {', '.join('e.' + c for c in _COLUMNS.split(', '))}, "
-                    "picked.started_at IS NOT NULL",
+                    f"picked.started_at IS NOT NULL, {_NOW}",
                     (queue, list(names), limit, token, worker_id, lease_seconds),
                 )
                 return await cur.fetchall()
 
         rows = await self._retrying(operation)
-        claims = [Claim(execution_row(r), Fence(r[0], token), resumed=r[22]) for r in rows]
+        claims = [
+            Claim(execution_row(r), Fence(r[0], token), resumed=r[22], db_now=r[23]) for r in rows
+        ]
         claims.sort(key=lambda c: (-c.execution.priority, c.execution.run_at))
         return claims
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from .._types import JSON
@@ -89,6 +90,18 @@ class Claim:
     fence: Fence
     #: True when the execution ran before, so its journal must be read.
     resumed: bool
+    #: The database's clock (epoch seconds) when the claim was made.
+    db_now: float
+    _claimed_at: float = field(default_factory=time.monotonic, repr=False)
+
+    def now(self) -> float:
+        """The database's clock now, as this worker tracks it since the claim.
+
+        Every time the engine stores (a durable sleep's or a retry's wake-up, journal
+        timestamps) is on this clock, so a worker whose own clock drifts or jumps
+        neither wakes work early nor parks it for hours.
+        """
+        return self.db_now + (time.monotonic() - self._claimed_at)
 
 
 @dataclass(frozen=True, slots=True)

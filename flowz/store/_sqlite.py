@@ -304,7 +304,10 @@ class SqliteStore:
                 (token, worker_id, now + lease_seconds, now, now, queue, now, *names, limit),
             ).fetchall()
         executions = sorted((execution_row(r) for r in rows), key=lambda e: (-e.priority, e.run_at))
-        return [Claim(e, Fence(e.id, token), resumed=e.started_at != now) for e in executions]
+        return [
+            Claim(e, Fence(e.id, token), resumed=e.started_at != now, db_now=now)
+            for e in executions
+        ]
 
     async def next_due_at(self, names: Sequence[str], queue: str) -> float | None:
         if not names:
