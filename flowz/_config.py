@@ -39,6 +39,9 @@ class Settings:
     progress: bool = True
     #: SQLite durability: FULL survives power loss, NORMAL only process crashes.
     sqlite_synchronous: str = "FULL"
+    #: PostgreSQL: connections each process keeps at most. No connection is held across
+    #: user code, so this bounds throughput, not how many executions can run at once.
+    pool_size: int = 10
 
     def __post_init__(self) -> None:
         if not self.database_url.startswith(("sqlite:", "postgresql:", "postgres:")):
@@ -53,6 +56,8 @@ class Settings:
             )
         if self.concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, got {self.concurrency}")
+        if self.pool_size < 1:
+            raise ConfigError(f"pool_size must be at least 1, got {self.pool_size}")
         if self.sqlite_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ConfigError(
                 f"FLOWZ_SQLITE_SYNCHRONOUS={self.sqlite_synchronous!r} is not supported: "

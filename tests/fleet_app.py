@@ -21,9 +21,9 @@ def record(sql: str, *params: object) -> None:
         conn.execute(sql, params)  # type: ignore[arg-type]
 
 
-# Retried like any step that talks to a database: the connection test terminates every
-# connection of the database, this step's own included.
-@step(retries=3, retry_delay=0.05, backoff=1.0)
+# Retried like any step that talks to a database: the fault tests terminate every connection
+# of the database, this step's own included, and restart the server (about 5 s of retries).
+@step(retries=8, retry_delay=0.1, backoff=1.5)
 def effect(i: int, seconds: float) -> int:
     record("INSERT INTO fleet_effects (child, pid) VALUES (%s, %s)", i, os.getpid())
     time.sleep(seconds)

@@ -45,7 +45,9 @@ async def open_store(settings: Settings) -> Store:
         return store
     from ._postgres import PostgresStore
 
-    postgres = PostgresStore(url.replace("postgres://", "postgresql://", 1))
+    postgres = PostgresStore(
+        url.replace("postgres://", "postgresql://", 1), max_connections=settings.pool_size
+    )
     await postgres.open()
     if url not in _migrated:
         try:

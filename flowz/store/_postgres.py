@@ -16,7 +16,7 @@ import anyio
 
 try:
     import psycopg
-    from psycopg_pool import AsyncConnectionPool
+    from psycopg_pool import AsyncConnectionPool, PoolTimeout
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         'Please install `psycopg` to use PostgreSQL: pip install "flowz[postgres]"'
@@ -71,12 +71,15 @@ class PostgresStore:
         >>> await store.open()  # doctest: +SKIP
     """
 
-    def __init__(self, url: str, *, max_connections: int = 10) -> None:
+    def __init__(
+        self, url: str, *, max_connections: int = 10, acquire_timeout: float = 30.0
+    ) -> None:
         self.url = url
         self._pool = AsyncConnectionPool(
             url,
             min_size=1,
             max_size=max_connections,
+            timeout=acquire_timeout,
             open=False,
             check=AsyncConnectionPool.check_connection,
             # Autocommit: a one-statement operation is one round trip; others use transaction().
@@ -117,7 +120,17 @@ class PostgresStore:
             async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 yield cur
         except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL error: {exc}") from exc
+            raise self._error(exc) from exc
+
+    def _error(self, exc: psycopg.Error) -> StoreError:
+        if isinstance(exc, PoolTimeout):
+            return StoreUnavailableError(
+                f"no PostgreSQL connection came free within {self._pool.timeout:g} s "
+                f"(all {self._pool.max_size} of this process's are busy, or the server refuses "
+                "new ones): raise FLOWZ_POOL_SIZE, lower FLOWZ_CONCURRENCY, or check the "
+                "server's max_connections"
+            )
+        return StoreError(f"PostgreSQL error: {exc}")
 
     async def _retrying(self, operation: Any, *args: Any) -> Any:
         """Run operation(*args); after a broken connection (server restart), try again."""
@@ -125,9 +138,10 @@ class PostgresStore:
             try:
                 return await operation(*args)
             except StoreError as exc:
+                cause = exc.__cause__
                 broken = isinstance(
-                    exc.__cause__, psycopg.OperationalError | psycopg.InterfaceError
-                )
+                    cause, psycopg.OperationalError | psycopg.InterfaceError
+                ) and not isinstance(cause, PoolTimeout)  # waiting again would not help
                 if not broken or attempt == _RETRIES:
                     raise
                 await anyio.sleep(0.2 * attempt)
@@ -262,7 +276,7 @@ class PostgresStore:
             async with self._pool.connection() as conn:
                 return await conn.execute(sql, params)
         except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL error: {exc}") from exc
+            raise self._error(exc) from exc
 
     async def _select(self, sql: str, params: Sequence[Any]) -> list[Any]:
         async def operation() -> list[Any]:

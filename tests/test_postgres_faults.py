@@ -1,0 +1,120 @@
+"""PostgreSQL faults: the server restarts mid-run, the pool runs dry, one connection for all."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import anyio
+import pytest
+
+from flowz import gather_durable, step, workflow
+from flowz._config import Settings
+from flowz.errors import StoreUnavailableError
+from flowz.store import PostgresStore, open_store
+from flowz.store._protocol import NewExecution
+from tests import fleet_app
+from tests.test_fleet import fleet_db, query, start_worker, stop_workers, wait_until
+
+__all__ = ["fleet_db"]  # a fixture, used by name
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(180)]
+
+
+@step
+async def double(i: int) -> int:
+    await anyio.sleep(0.001)
+    return 2 * i
+
+
+@workflow
+async def busy(width: int) -> int:
+    inline = [await double(i) for i in range(5)]
+    children = await gather_durable(*(double(i) for i in range(width)))
+    return sum(inline) + sum(children)
+
+
+@pytest.mark.anyio
+async def test_one_pooled_connection_serves_a_worker_running_32_executions_at_once(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every operation takes a connection and gives it back before the next: none waits
+    # for a second while holding one, or a pool of one would deadlock here.
+    monkeypatch.setenv("FLOWZ_DATABASE_URL", postgres_url)
+    monkeypatch.setenv("FLOWZ_POOL_SIZE", "1")
+    monkeypatch.setenv("FLOWZ_CONCURRENCY", "32")
+    monkeypatch.setenv("FLOWZ_LEASE_SECONDS", "1.5")  # heartbeats compete for the connection
+    with anyio.fail_after(120):
+        result = await busy.run(300, progress=False)
+    assert result == 2 * sum(range(5)) + 2 * sum(range(300))
+
+
+@pytest.mark.anyio
+async def test_a_pool_that_runs_dry_says_which_setting_to_change_and_loses_nothing(
+    postgres_url: str,
+) -> None:
+    store = PostgresStore(postgres_url, max_connections=1, acquire_timeout=0.3)
+    await store.open()
+    try:
+        await store.create_run(
+            NewExecution(id="kept", root_id="kept", kind="workflow", name="w", input=[1])
+        )
+        async with store._pool.connection():  # another task holds the only connection
+            with pytest.raises(StoreUnavailableError, match="FLOWZ_POOL_SIZE") as caught:
+                await store.get_execution("kept")
+        assert "within 0.3 s" in str(caught.value)
+        row = await store.get_execution("kept")
+        assert row is not None and row.input == [1]
+    finally:
+        await store.aclose()
+
+
+def test_the_pool_size_setting_reaches_the_store(postgres_url: str) -> None:
+    async def size() -> int:
+        store = await open_store(Settings(database_url=postgres_url, pool_size=3))
+        try:
+            assert isinstance(store, PostgresStore)
+            return store._pool.max_size
+        finally:
+            await store.aclose()
+
+    assert anyio.run(size) == 3
+
+
+def restart_postgres() -> None:
+    version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[-1]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.slow
+def test_workers_ride_out_a_restart_of_the_postgresql_server(fleet_db: str, tmp_path: Path) -> None:
+    logs = [tmp_path / f"worker{i}.log" for i in range(2)]
+    workers = [start_worker(fleet_db, log, lease=30) for log in logs]
+    try:
+
+        async def start() -> object:
+            return await fleet_app.record_fan.start(200, 0.3, id="restart")
+
+        handle = anyio.run(start)
+        wait_until(lambda: query(fleet_db, "SELECT count(*) FROM fleet_effects")[0][0] >= 40)
+        restart_postgres()
+
+        async def result() -> object:
+            # Within the lease (30 s): the workers carried on, nothing waited for a reaper.
+            return await handle.result(timeout=25)  # type: ignore[attr-defined]
+
+        assert anyio.run(result) == sum(range(200))
+    finally:
+        stop_workers(workers, logs)
+    assert all(proc.returncode == 0 for proc in workers)
+    done = {c for (c,) in query(fleet_db, "SELECT child FROM fleet_effects")}
+    assert done == set(range(200))
+    after = query(
+        fleet_db, "SELECT count(*) FROM fleet_effects WHERE at > pg_postmaster_start_time()"
+    )[0][0]
+    assert isinstance(after, int) and after > 0, "the run ended before the server restarted"
