@@ -49,6 +49,7 @@ def test_misusing_the_durable_api_in_a_workflow(database_url: str, kind: str, me
         ("FLOWZ_DATABASE_URL", "mysql://x/y", "is not supported: use sqlite:///"),
         ("FLOWZ_CONCURRENCY", "lots", "FLOWZ_CONCURRENCY='lots' is not a valid int"),
         ("FLOWZ_CONCURRENCY", "0", "concurrency must be at least 1"),
+        ("FLOWZ_POOL_SIZE", "0", "pool_size must be at least 1"),
         ("FLOWZ_LEASE_SECONDS", "-3", "positive numbers of seconds"),
         ("FLOWZ_PROGRESS", "maybe", "FLOWZ_PROGRESS='maybe': use 1 or 0"),
         ("FLOWZ_SQLITE_SYNCHRONOUS", "OFF", "use FULL (default) or NORMAL"),
