@@ -46,6 +46,7 @@ from .errors import SerializationError as SerializationError
 from .errors import StepFailed as StepFailed
 from .errors import StepTimeoutError as StepTimeoutError
 from .errors import StoreError as StoreError
+from .errors import StoreNotWritableError as StoreNotWritableError
 from .errors import StoreUnavailableError as StoreUnavailableError
 from .errors import UnknownWorkflowError as UnknownWorkflowError
 from .errors import UsageError as UsageError
@@ -71,6 +72,7 @@ __all__ = [
     "StepHandle",
     "StepTimeoutError",
     "StoreError",
+    "StoreNotWritableError",
     "StoreUnavailableError",
     "UnknownWorkflowError",
     "UsageError",

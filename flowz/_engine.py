@@ -8,8 +8,8 @@ from __future__ import annotations
 import functools
 import random
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -36,12 +36,16 @@ from .errors import (
     NonDeterminismError,
     RunCancelledError,
     StepTimeoutError,
+    StoreError,
     UnknownWorkflowError,
     UsageError,
 )
 from .store._protocol import Claim, ExecutionRow, JournalEntry, NewExecution, Store
 
 __all__ = ["INLINE_RETRY_LIMIT", "execute", "retry_delay"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 #: A retry delay up to this many seconds is slept in place; a longer one suspends the workflow.
 INLINE_RETRY_LIMIT = 1.0
@@ -52,6 +56,33 @@ class _Suspend(BaseException):
 
     A BaseException, so that a workflow's `except Exception` cannot swallow it.
     """
+
+
+class _StoreFailed(BaseException):
+    """A durable call could not reach the store: the attempt ends, the worker gives it back.
+
+    A BaseException, so that a workflow's `except Exception` cannot swallow it and go on
+    without its journal; the database failing is not the workflow failing.
+    """
+
+    def __init__(self, error: StoreError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _escapes_the_body(
+    method: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Turn a StoreError from this durable-call method into _StoreFailed."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except StoreError as exc:
+            raise _StoreFailed(exc) from exc
+
+    return wrapper
 
 
 def retry_delay(options: StepOptions, attempt: int) -> float:
@@ -123,6 +154,7 @@ class _Attempt(ExecutionContext):
             raise error
         return entry
 
+    @_escapes_the_body
     async def flush(self) -> None:
         """Store scheduled children (and their journal entries) in one transaction."""
         if self._entries:
@@ -130,6 +162,7 @@ class _Attempt(ExecutionContext):
             self._entries, self._children = [], []
             await self.store.schedule_children(self.fence, entries, children)
 
+    @_escapes_the_body
     async def _suspend_until(self, run_at: float, entry: JournalEntry | None, reason: str) -> None:
         await self.flush()
         await self.store.suspend_until(self.fence, run_at, entry)
@@ -138,6 +171,10 @@ class _Attempt(ExecutionContext):
             RunSuspended(self.row.id, reason, local_now + run_at - self.clock(), local_now)
         )
         raise _Suspend
+
+    @_escapes_the_body
+    async def _append(self, entry: JournalEntry) -> None:
+        await self.store.append_journal(self.fence, entry)
 
     # -- ExecutionContext ---------------------------------------------------
     def now(self) -> float:
@@ -188,9 +225,8 @@ class _Attempt(ExecutionContext):
                             self.row.id, position, definition.name, attempt, False, time.time()
                         )
                     )
-                    await self.store.append_journal(
-                        self.fence,
-                        journaled("failed", error=dump_error(exc), finished_at=self.clock()),
+                    await self._append(
+                        journaled("failed", error=dump_error(exc), finished_at=self.clock())
                     )
                     raise
                 delay = retry_delay(options, attempt)
@@ -208,9 +244,7 @@ class _Attempt(ExecutionContext):
                 await anyio.sleep(delay)
                 attempt += 1
                 continue
-            await self.store.append_journal(
-                self.fence, journaled("succeeded", output=output, finished_at=self.clock())
-            )
+            await self._append(journaled("succeeded", output=output, finished_at=self.clock()))
             self.bus.publish(
                 StepFinished(self.row.id, position, definition.name, attempt, True, time.time())
             )
@@ -264,6 +298,7 @@ class _Attempt(ExecutionContext):
         )
         return handles
 
+    @_escapes_the_body
     async def wait(self, handles: Sequence[StepHandle[Any]], return_exceptions: bool) -> list[Any]:
         wait_position = self._next()
         if not handles:
@@ -308,6 +343,7 @@ class _Attempt(ExecutionContext):
                 unfinished = True
         return None if unfinished else results
 
+    @_escapes_the_body
     async def record(self, name: str, kind: str, make: Callable[[], Any]) -> Any:
         position = self._next()
         entry = self._replayed(position, name, kind)
@@ -345,6 +381,11 @@ class _Attempt(ExecutionContext):
             ),
             "sleep",
         )
+
+
+def _first_leaf(group: BaseExceptionGroup[_StoreFailed]) -> _StoreFailed:
+    first = group.exceptions[0]
+    return first if isinstance(first, _StoreFailed) else _first_leaf(first)
 
 
 def _child_error(row: ExecutionRow) -> BaseException:
@@ -429,8 +470,13 @@ async def _execute_workflow(
         output = definition.codec.dump_result(result)
     except _Suspend:
         return
+    except _StoreFailed as failed:
+        raise failed.error from None  # the worker gives the execution back
     except BaseExceptionGroup as group:
-        # From a task group in the body: a suspension already stored the state; it wins.
+        # From a task group in the body: the store failing, then a suspension, win.
+        store_failed = group.split(_StoreFailed)[0]
+        if store_failed is not None:
+            raise _first_leaf(store_failed).error from None
         if group.split(_Suspend)[0] is not None:
             return
         if group.split(Exception)[1] is not None:

@@ -18,7 +18,13 @@ from ._registry import default_registry
 from ._serde import load_error
 from ._types import Kind, Status
 from ._worker import Worker
-from .errors import NotAWorkflowError, RunCancelledError, RunNotFoundError, UsageError
+from .errors import (
+    NotAWorkflowError,
+    RunCancelledError,
+    RunNotFoundError,
+    StoreError,
+    UsageError,
+)
 from .progress import ProgressView
 from .store import open_store
 from .store._protocol import ExecutionRow, NewExecution, Store
@@ -146,17 +152,39 @@ async def run_async(
         if view is not None:
             view.follow(row.id)
             bus.subscribe(view)
-        worker = Worker(store, default_registry(), settings, bus)
+        worker = Worker(store, default_registry(), settings, bus, embedded=True)
         with view or contextlib.nullcontext():
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(worker.run)
-                row = await _wait_terminal(store, row.id, settings.poll_seconds, math.inf)
-                worker.stop()
+            row = await _work_until_done(worker, store, row.id, settings)
         if view is not None:
             ok = row.status == Status.SUCCEEDED
             detail = repr(_outcome(row, wf)) if ok else _error_line(row)
             view.summary(detail, ok)
     return _outcome(row, wf)
+
+
+async def _work_until_done(
+    worker: Worker, store: Store, run_id: str, settings: Settings
+) -> ExecutionRow:
+    """Run `worker` until the run ends; if the worker stops first on a store error, raise it."""
+    failure: StoreError | None = None
+    row: ExecutionRow | None = None
+    async with anyio.create_task_group() as tg:
+
+        async def work() -> None:
+            nonlocal failure
+            try:
+                await worker.run()
+            except StoreError as exc:  # logged by the worker too
+                failure = exc
+                tg.cancel_scope.cancel()
+
+        tg.start_soon(work)
+        row = await _wait_terminal(store, run_id, settings.poll_seconds, math.inf)
+        worker.stop()
+    if row is None:
+        assert failure is not None  # only a failed worker cancels the wait
+        raise failure
+    return row
 
 
 def _view(progress: bool | ProgressView | None, settings: Settings) -> ProgressView | None:

@@ -17,7 +17,7 @@ from ._engine import execute
 from ._events import EventBus
 from ._registry import Registry
 from ._serde import dump_error
-from .errors import StoreError
+from .errors import StoreError, StoreNotWritableError
 from .store._protocol import Claim, LeaseLost, Store
 
 __all__ = ["Worker", "serve"]
@@ -48,9 +48,19 @@ class Worker:
     """
 
     def __init__(
-        self, store: Store, registry: Registry, settings: Settings, bus: EventBus | None = None
+        self,
+        store: Store,
+        registry: Registry,
+        settings: Settings,
+        bus: EventBus | None = None,
+        *,
+        embedded: bool = False,
     ) -> None:
         self.store = store
+        # Inside flowz.run / wf.run a database that refuses writes ends the call with its
+        # error; a `flowz worker` process logs it and keeps trying until space is freed.
+        self.embedded = embedded
+        self._unwritable: StoreNotWritableError | None = None
         self.bus = bus or EventBus()
         self.registry = registry
         self.settings = settings
@@ -94,7 +104,19 @@ class Worker:
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                await self.store.deregister_worker(self.id)
+                try:
+                    await self.store.deregister_worker(self.id)
+                except StoreError:
+                    if self._unwritable is None:
+                        raise
+                    # Left behind; the next worker on this host reaps it (its pid is gone).
+        if self._unwritable is not None:
+            raise self._unwritable
+
+    def _store_failed(self, exc: StoreError) -> None:
+        if self.embedded and isinstance(exc, StoreNotWritableError):
+            self._unwritable = self._unwritable or exc
+            self.stop()
 
     async def _stop_when_asked(self, scope: anyio.CancelScope) -> None:
         await self._stopping.wait()
@@ -102,7 +124,7 @@ class Worker:
 
     async def _claim_loop(self, tg: TaskGroup) -> None:
         settings = self.settings
-        while True:
+        while not self.stopping:
             free = settings.concurrency - self._running
             if free <= 0:
                 await self._slot_freed.wait()
@@ -119,6 +141,7 @@ class Worker:
                     self.id, names, settings.queue, min(free, _CLAIM_BATCH), settings.lease_seconds
                 )
             except StoreError as exc:
+                self._store_failed(exc)
                 log.warning("flowz worker %s cannot claim work (%s); retrying", self.id, exc)
                 await anyio.sleep(settings.poll_seconds)
                 continue
@@ -155,9 +178,11 @@ class Worker:
             with anyio.CancelScope(shield=True):
                 await self.store.release(claim.fence)
             raise
-        except StoreError:
-            # The database failed (restart, network): give the work back for a later try.
-            log.exception("flowz could not record the end of %s", claim.execution.id)
+        except StoreError as exc:
+            # The database failed (restart, network, full disk): give the work back for a
+            # later try; if even that fails, the lease runs out and the work is reaped.
+            self._store_failed(exc)
+            log.error("flowz could not record progress of %s: %s", claim.execution.id, exc)
             with anyio.CancelScope(shield=True), contextlib.suppress(StoreError, LeaseLost):
                 await self.store.release(claim.fence)
         except Exception as exc:

@@ -15,6 +15,7 @@ FlowzError                      base class of everything below
 │   └── UnknownWorkflowError    the journal name is not registered in this process
 └── StoreError                  the database failed; the driver's error is on __cause__
     ├── StoreUnavailableError   the database cannot be opened or reached
+    ├── StoreNotWritableError   the database refuses writes: disk full, or read-only
     ├── SchemaVersionError      the database schema is older or newer than this flowz
     └── RunNotFoundError        no run has that id
 ```
@@ -35,6 +36,7 @@ __all__ = [
     "StepFailed",
     "StepTimeoutError",
     "StoreError",
+    "StoreNotWritableError",
     "StoreUnavailableError",
     "UnknownWorkflowError",
     "UsageError",
@@ -141,6 +143,13 @@ class StoreError(FlowzError):
 
 class StoreUnavailableError(StoreError, ConnectionError):
     """The database cannot be opened or reached."""
+
+
+class StoreNotWritableError(StoreError):
+    """The database refuses writes (its disk is full, or it is read-only).
+
+    Nothing already stored is lost: once it can write again, resume the run by its id.
+    """
 
 
 class SchemaVersionError(StoreError):

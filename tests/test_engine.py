@@ -600,3 +600,33 @@ def test_a_stored_run_naming_an_arbitrary_function_is_never_called(
 
     assert anyio.run(main) == "{'evil': 'pending', 'evil2': 'pending'}"
     assert not marker.exists()
+
+
+@workflow
+async def swallows_everything(x: int) -> str:
+    try:
+        return f"ran {await add(x, 1)}"
+    except Exception as exc:  # a broad handler in user code
+        return f"swallowed {type(exc).__name__}"
+
+
+def test_a_store_failure_in_a_durable_call_is_not_the_workflows_to_catch(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowz.errors import StoreNotWritableError
+    from flowz.store import PostgresStore, SqliteStore
+
+    store_class = PostgresStore if database_url.startswith("postgresql") else SqliteStore
+    real_append = store_class.append_journal
+
+    async def full_disk(*args: object, **kwargs: object) -> None:
+        raise StoreNotWritableError("the disk is full (simulated)")
+
+    monkeypatch.setattr(store_class, "append_journal", full_disk)
+    with pytest.raises(StoreNotWritableError, match="simulated"):
+        flowz.run(swallows_everything, 1, id="swallow", progress=False)
+    row = anyio.run(row_of, "swallow")
+    assert row.status in ("pending", "running")  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(store_class, "append_journal", real_append)
+    assert flowz.run(swallows_everything, 1, id="swallow", progress=False) == "ran 2"

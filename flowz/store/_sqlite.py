@@ -7,6 +7,7 @@ statement (perf-baseline.md: aiosqlite costs 2-7x a plain sqlite3 call here).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 import uuid
@@ -20,7 +21,13 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from .._serde import dumps
 from .._types import JSON, TERMINAL_STATUSES
-from ..errors import RunNotFoundError, SchemaVersionError, StoreError, StoreUnavailableError
+from ..errors import (
+    RunNotFoundError,
+    SchemaVersionError,
+    StoreError,
+    StoreNotWritableError,
+    StoreUnavailableError,
+)
 from ._batch import Finish, GroupCommit, Pending
 from ._models import SCHEMA_VERSION, schema_statements
 from ._protocol import (
@@ -85,6 +92,8 @@ class SqliteStore:
             self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self._db.execute("PRAGMA foreign_keys=ON")
         except (OSError, sqlite3.Error) as exc:
+            if not self._writable():
+                raise StoreNotWritableError(self._read_only_message(exc)) from exc
             raise StoreUnavailableError(
                 f"cannot open the SQLite database at {str(self.path)!r}: {exc}. Check that the "
                 "folder exists and is writable, or point FLOWZ_DATABASE_URL elsewhere."
@@ -117,12 +126,30 @@ class SqliteStore:
             raise self._error(exc) from exc
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
-        text = str(exc)
-        if "readonly" in text or "read-only" in text:
-            return StoreError(f"the SQLite database {str(self.path)!r} is read-only: {text}")
-        if "disk is full" in text or "full" in text.split():
-            return StoreError(f"the disk holding {str(self.path)!r} is full: free space and retry")
-        return StoreError(f"SQLite error on {str(self.path)!r}: {text}")
+        code = getattr(exc, "sqlite_errorname", "")
+        if code.startswith("SQLITE_FULL"):
+            return StoreNotWritableError(
+                f"the disk holding the SQLite database {str(self.path)!r} is full (SQLite: "
+                f"{exc}); the write was rolled back and nothing stored before it is lost. "
+                "Free space, then resume the run by its id (a worker, or flowz.run(..., id=...))"
+            )
+        if code.startswith("SQLITE_READONLY") or not self._writable():
+            return StoreNotWritableError(self._read_only_message(exc))
+        return StoreError(f"SQLite error on {str(self.path)!r}: {exc}")
+
+    def _writable(self) -> bool:
+        """Whether this process may write the database file and its folder (the WAL files)."""
+        folder = self.path.parent
+        return os.access(folder, os.W_OK) and (
+            not self.path.exists() or os.access(self.path, os.W_OK)
+        )
+
+    def _read_only_message(self, exc: BaseException) -> str:
+        return (
+            f"the SQLite database {str(self.path)!r} is read-only (SQLite: {exc}); nothing "
+            "stored was changed. SQLite writes the file and its -wal and -shm files beside "
+            "it: make the file and its folder writable, or point FLOWZ_DATABASE_URL elsewhere"
+        )
 
     def _notify(self) -> None:
         if self._changed is not None:
