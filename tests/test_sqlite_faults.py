@@ -109,6 +109,7 @@ def test_a_read_only_database_says_so_and_is_left_untouched(tmp_path: Path) -> N
         f"mount -o remount,bind,ro {folder}\n"
         f"{sys.executable} {APP} 2 new-run || echo EXIT=$?\n"
         f"{sys.executable} -m flowz list || echo EXIT=$?\n"
+        f"{sys.executable} -m flowz show done-before || echo EXIT=$?\n"
         f"FLOWZ_DATABASE_URL=sqlite:///{folder / 'new.db'} {sys.executable} {APP} 1 x || true\n",
         env,
     )
