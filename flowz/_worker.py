@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 import anyio
 from anyio.abc import TaskGroup
@@ -72,6 +74,9 @@ class Worker:
         self._claim_threshold = max(1, min(settings.concurrency // 4, _CLAIM_BATCH))
         self._slot_freed = anyio.Event()
         self._stopping = anyio.Event()
+        # The claim loop's current idle wait, cut short by stop(); a database call in
+        # flight is never cancelled by a stop (that would cost the pool its connection).
+        self._idle: anyio.CancelScope | None = None
 
     @property
     def stopping(self) -> bool:
@@ -85,6 +90,8 @@ class Worker:
         the rest, and returns.
         """
         self._stopping.set()
+        if self._idle is not None:
+            self._idle.cancel()
 
     async def run(self) -> None:
         """Claim and run executions until `stop()` or cancellation."""
@@ -93,9 +100,7 @@ class Worker:
             await self.reap()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._maintain)
-                with anyio.CancelScope() as loop_scope:
-                    tg.start_soon(self._stop_when_asked, loop_scope)
-                    await self._claim_loop(tg)
+                await self._claim_loop(tg)
                 # Stopping: let in-flight executions finish within the grace period; the
                 # rest are cancelled and released (put back as pending) by _run_one.
                 with anyio.move_on_after(self.settings.shutdown_grace_seconds):
@@ -118,16 +123,20 @@ class Worker:
             self._unwritable = self._unwritable or exc
             self.stop()
 
-    async def _stop_when_asked(self, scope: anyio.CancelScope) -> None:
-        await self._stopping.wait()
-        scope.cancel()
+    async def _idle_wait(self, wait: Callable[[], Awaitable[object]]) -> None:
+        """Await `wait()` unless stop() comes first."""
+        if self.stopping:
+            return
+        with anyio.CancelScope() as self._idle:
+            await wait()
+        self._idle = None
 
     async def _claim_loop(self, tg: TaskGroup) -> None:
         settings = self.settings
         while not self.stopping:
             free = settings.concurrency - self._running
             if free <= 0:
-                await self._slot_freed.wait()
+                await self._idle_wait(self._slot_freed.wait)
                 continue
             if free < self._claim_threshold <= settings.concurrency - 1:
                 # Busy: let a few more slots free up so one claim takes a batch, not a row.
@@ -143,7 +152,7 @@ class Worker:
             except StoreError as exc:
                 self._store_failed(exc)
                 log.warning("flowz worker %s cannot claim work (%s); retrying", self.id, exc)
-                await anyio.sleep(settings.poll_seconds)
+                await self._idle_wait(functools.partial(anyio.sleep, settings.poll_seconds))
                 continue
             for claim in claims:
                 self._running += 1
@@ -159,7 +168,7 @@ class Worker:
             if due is not None:
                 timeout = max(0.0, min(timeout, due - time.time()))
             if timeout > 0:
-                await self.store.wait_for_change(timeout)
+                await self._idle_wait(functools.partial(self.store.wait_for_change, timeout))
 
     async def _run_one(self, claim: Claim) -> None:
         scope = anyio.CancelScope()

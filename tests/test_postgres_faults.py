@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 from pathlib import Path
 
@@ -118,3 +119,16 @@ def test_workers_ride_out_a_restart_of_the_postgresql_server(fleet_db: str, tmp_
         fleet_db, "SELECT count(*) FROM fleet_effects WHERE at > pg_postmaster_start_time()"
     )[0][0]
     assert isinstance(after, int) and after > 0, "the run ended before the server restarted"
+
+
+@pytest.mark.anyio
+async def test_runs_in_process_never_break_a_connection_when_their_worker_stops(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Stopping used to cancel the worker mid-query: psycopg closed the connection, warned
+    # on stderr, and the next run paid for a new one.
+    monkeypatch.setenv("FLOWZ_DATABASE_URL", postgres_url)
+    with caplog.at_level(logging.WARNING, logger="psycopg"):
+        for _ in range(5):
+            assert await busy.run(3, progress=False) == 2 * sum(range(5)) + 2 * sum(range(3))
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("psycopg")] == []

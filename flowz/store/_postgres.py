@@ -6,6 +6,8 @@ clock drifts cannot steal or keep work it should not.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -59,6 +61,7 @@ _JOURNAL_UPSERT = (
 _NOW = "extract(epoch from clock_timestamp())::float8"
 _CHANNEL = "flowz_changed"
 _TERMINAL = list(TERMINAL_STATUSES)
+_RELISTEN_SECONDS = 0.5  # pause before reconnecting a broken LISTEN connection
 _MIGRATION_LOCK = 0x666C6F777A  # pg_advisory_xact_lock key: one migrator at a time
 _RETRIES = 3  # attempts of one operation when the connection breaks (server restart)
 
@@ -85,8 +88,7 @@ class PostgresStore:
             # Autocommit: a one-statement operation is one round trip; others use transaction().
             kwargs={"autocommit": True},
         )
-        self._listener: psycopg.AsyncConnection[Any] | None = None
-        self._listening = False
+        self._listen_task: asyncio.Task[None] | None = None
         self._changed: anyio.Event | None = None
         self._finishing = GroupCommit[Finish](self._flush_finishes)
 
@@ -215,40 +217,37 @@ class PostgresStore:
                 )
 
     async def aclose(self) -> None:
-        if self._listener is not None:
-            await self._listener.close()
-            self._listener = None
+        if self._listen_task is not None:
+            self._listen_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listen_task
+            self._listen_task = None
         await self._pool.close()
 
     async def wait_for_change(self, timeout: float) -> None:
+        if self._listen_task is None or self._listen_task.done():
+            # One task per store reads the notifications, for as long as the store is open:
+            # waiters only wait on an event, so cancelling one never breaks the connection.
+            self._listen_task = asyncio.get_running_loop().create_task(self._listen())
         if self._changed is None:
             self._changed = anyio.Event()
-        event = self._changed
-        if self._listening:  # another task reads the notifications and wakes us
-            with anyio.move_on_after(timeout):
-                await event.wait()
-            return
-        self._listening = True
-        try:
-            with anyio.move_on_after(timeout):
-                try:
-                    listener = await self._listen()
-                    async for _ in listener.notifies(timeout=timeout, stop_after=1):
-                        break
-                except (psycopg.Error, OSError):
-                    # The listener broke (server restart): reconnect on the next call,
-                    # and fall back to polling until then.
-                    self._listener = None
-                    await anyio.sleep(timeout)
-        finally:
-            self._listening = False
-            self._notify()
+        with anyio.move_on_after(timeout):
+            await self._changed.wait()
 
-    async def _listen(self) -> psycopg.AsyncConnection[Any]:
-        if self._listener is None or self._listener.closed:
-            self._listener = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
-            await self._listener.execute(f"LISTEN {_CHANNEL}")
-        return self._listener
+    async def _listen(self) -> None:
+        """Wake waiters on every notification; reconnect after a broken connection."""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True
+                ) as listener:
+                    await listener.execute(f"LISTEN {_CHANNEL}")
+                    self._notify()  # what changed while nobody listened is for the waiters to see
+                    async for _ in listener.notifies():
+                        self._notify()
+            except (psycopg.Error, OSError):
+                pass  # the server restarted or is down: waiters poll until this reconnects
+            await anyio.sleep(_RELISTEN_SECONDS)
 
     @staticmethod
     async def _announce(cur: psycopg.AsyncCursor[Any]) -> None:
