@@ -8,6 +8,7 @@ import math
 import time
 import uuid
 import weakref
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, final
 
 import anyio
@@ -37,40 +38,58 @@ __all__ = ["RunHandle", "run", "run_async", "start_async"]
 R = TypeVar("R")
 
 
-# One store per event loop and database, shared by runs, starts and handles: opening a
+@dataclass
+class _Client:
+    """What one event loop keeps for one database: a store, and idle registered workers."""
+
+    store: Store
+    #: Workers of earlier wf.run calls, by settings, registered until the loop closes:
+    #: registering, reaping and deregistering per call cost more than a small run.
+    workers: dict[Settings, Worker] = field(default_factory=dict)
+
+
+# One client per event loop and database, shared by runs, starts and handles: opening a
 # pool and a LISTEN connection per call cost more than the work of a small run.
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str], Store]] = (
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, ...], _Client]] = (
     weakref.WeakKeyDictionary()
 )
 _keepers: set[asyncio.Task[None]] = set()
 
 
-async def _client(settings: Settings) -> Store:
-    """This event loop's store for `settings`; it is closed when the loop closes."""
+async def _client_for(settings: Settings) -> _Client:
+    """This event loop's client for `settings`; it is closed when the loop closes."""
     loop = asyncio.get_running_loop()
-    stores = _clients.setdefault(loop, {})
-    key = (settings.database_url, settings.sqlite_synchronous)
-    store = stores.get(key)
-    if store is None:
-        store = stores[key] = await open_store(settings)
+    clients = _clients.setdefault(loop, {})
+    key = (settings.database_url, settings.sqlite_synchronous, str(settings.pool_size))
+    client = clients.get(key)
+    if client is None:
+        client = clients[key] = _Client(await open_store(settings))
         # A task that lives as long as the loop: when the loop shuts down (the end of
-        # flowz.run, of a test, of asyncio.run), asyncio cancels it and it closes the store.
-        keeper = loop.create_task(_close_with_the_loop(store, stores, key))
+        # flowz.run, of a test, of asyncio.run), asyncio cancels it and it closes the client.
+        keeper = loop.create_task(_close_with_the_loop(client, clients, key))
         _keepers.add(keeper)  # asyncio holds tasks weakly
         keeper.add_done_callback(_keepers.discard)
-    return store
+    return client
+
+
+async def _client(settings: Settings) -> Store:
+    """This event loop's store for `settings`."""
+    return (await _client_for(settings)).store
 
 
 async def _close_with_the_loop(
-    store: Store, stores: dict[tuple[str, str], Store], key: tuple[str, str]
+    client: _Client, clients: dict[tuple[str, ...], _Client], key: tuple[str, ...]
 ) -> None:
     try:
         await anyio.sleep_forever()
     finally:
-        if stores.get(key) is store:
-            del stores[key]
+        if clients.get(key) is client:
+            del clients[key]
         with anyio.CancelScope(shield=True):
-            await store.aclose()
+            for worker in client.workers.values():
+                with contextlib.suppress(StoreError):
+                    await worker.close()
+            await client.store.aclose()
 
 
 def _check_workflow(wf: object) -> WorkflowFunction[Any, Any]:
@@ -144,7 +163,8 @@ async def run_async(
     """Create (or find) the run, work on it in this process until it ends, return its result."""
     wf = _check_workflow(wf)
     settings = settings or Settings.from_env()
-    store = await _client(settings)
+    client = await _client_for(settings)
+    store = client.store
     row = await _create(store, wf, args, kwargs, id, settings)
     if not Status(row.status).is_terminal:
         bus = EventBus()
@@ -152,9 +172,24 @@ async def run_async(
         if view is not None:
             view.follow(row.id)
             bus.subscribe(view)
-        worker = Worker(store, default_registry(), settings, bus, embedded=True)
+        # This loop's idle worker, or (first call, or runs awaited side by side) a new one.
+        worker = client.workers.pop(settings, None)
+        if worker is None:
+            worker = Worker(store, default_registry(), settings, embedded=True)
+            await worker.open()
+        worker.bus = bus
         with view or contextlib.nullcontext():
-            row = await _work_until_done(worker, store, row.id, settings)
+            try:
+                row = await _work_until_done(worker, store, row.id, settings)
+            except BaseException:
+                with anyio.CancelScope(shield=True), contextlib.suppress(StoreError):
+                    await worker.close()
+                raise
+        if settings in client.workers:  # another call parked one meanwhile: one is enough
+            with anyio.CancelScope(shield=True):
+                await worker.close()
+        else:
+            client.workers[settings] = worker
         if view is not None:
             ok = row.status == Status.SUCCEEDED
             detail = repr(_outcome(row, wf)) if ok else _error_line(row)
@@ -173,7 +208,7 @@ async def _work_until_done(
         async def work() -> None:
             nonlocal failure
             try:
-                await worker.run()
+                await worker.work()
             except StoreError as exc:  # logged by the worker too
                 failure = exc
                 tg.cancel_scope.cancel()

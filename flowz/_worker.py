@@ -73,7 +73,7 @@ class Worker:
         self._scopes: dict[str, tuple[str, anyio.CancelScope]] = {}
         self._claim_threshold = max(1, min(settings.concurrency // 4, _CLAIM_BATCH))
         self._slot_freed = anyio.Event()
-        self._stopping = anyio.Event()
+        self._stopping = False
         # The claim loop's current idle wait, cut short by stop(); a database call in
         # flight is never cancelled by a stop (that would cost the pool its connection).
         self._idle: anyio.CancelScope | None = None
@@ -81,40 +81,54 @@ class Worker:
     @property
     def stopping(self) -> bool:
         """Whether stop() was called."""
-        return self._stopping.is_set()
+        return self._stopping
 
     def stop(self) -> None:
         """Stop taking work.
 
-        `run()` then lets running executions finish within the grace period, releases
+        `work()` then lets running executions finish within the grace period, releases
         the rest, and returns.
         """
-        self._stopping.set()
+        self._stopping = True
         if self._idle is not None:
             self._idle.cancel()
 
     async def run(self) -> None:
-        """Claim and run executions until `stop()` or cancellation."""
-        await self.store.register_worker(self.id, self.host, os.getpid())
+        """Register, claim and run executions until `stop()` or cancellation, deregister."""
         try:
-            await self.reap()
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._maintain)
-                await self._claim_loop(tg)
-                # Stopping: let in-flight executions finish within the grace period; the
-                # rest are cancelled and released (put back as pending) by _run_one.
-                with anyio.move_on_after(self.settings.shutdown_grace_seconds):
-                    while self._running > 0:
-                        await self._slot_freed.wait()
-                tg.cancel_scope.cancel()
+            await self.open()
+            await self.work()
         finally:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await self.store.deregister_worker(self.id)
-                except StoreError:
-                    if self._unwritable is None:
-                        raise
-                    # Left behind; the next worker on this host reaps it (its pid is gone).
+            await self.close()
+
+    async def open(self) -> None:
+        """Register this worker, and put back the work of dead ones."""
+        await self.store.register_worker(self.id, self.host, os.getpid())
+        await self.reap()
+
+    async def close(self) -> None:
+        """Deregister this worker; anything it still holds goes back to pending."""
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.store.deregister_worker(self.id)
+            except StoreError:
+                if self._unwritable is None:
+                    raise
+                # Left behind; the next worker on this host reaps it (its pid is gone).
+
+    async def work(self) -> None:
+        """Claim and run executions until `stop()`; call `open()` first. Can run again."""
+        self._stopping = False
+        self._unwritable = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._maintain)
+            await self._claim_loop(tg)
+            # Stopping: let in-flight executions finish within the grace period; the
+            # rest are cancelled and released (put back as pending) by _run_one.
+            with anyio.move_on_after(self.settings.shutdown_grace_seconds):
+                while self._running > 0:
+                    await self._slot_freed.wait()
+            tg.cancel_scope.cancel()
         if self._unwritable is not None:
             raise self._unwritable
 

@@ -84,7 +84,6 @@ class PostgresStore:
             max_size=max_connections,
             timeout=acquire_timeout,
             open=False,
-            check=AsyncConnectionPool.check_connection,
             # Autocommit: a one-statement operation is one round trip; others use transaction().
             kwargs={"autocommit": True},
         )
@@ -147,6 +146,9 @@ class PostgresStore:
                 if not broken or attempt == _RETRIES:
                     raise
                 await anyio.sleep(0.2 * attempt)
+                # Idle connections broke too if the server restarted: replace them all now,
+                # rather than checking every connection at every checkout (a round trip).
+                await self._pool.check()
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _notify(self) -> None:
@@ -364,25 +366,21 @@ class PostgresStore:
             return []
         token = uuid.uuid4().hex
 
-        async def operation() -> list[Any]:
-            async with self._tx() as cur:
-                await cur.execute(
-                    "WITH picked AS (SELECT id, started_at FROM flowz_executions "
-                    "WHERE status = 'pending' AND queue = %s AND name = ANY(%s) "
-                    f"AND run_at <= {_NOW} ORDER BY priority DESC, run_at LIMIT %s "
-                    "FOR UPDATE SKIP LOCKED) "
-                    "UPDATE flowz_executions e SET status = 'running', claim_token = %s, "
-                    f"lease_owner = %s, lease_expires_at = {_NOW} + %s, updated_at = {_NOW}, "
-                    f"started_at = coalesce(e.started_at, {_NOW}), "
-                    "attempt = CASE WHEN e.attempt = 0 THEN 1 ELSE e.attempt END "
-                    "FROM picked WHERE e.id = picked.id "
-                    f"RETURNING {', '.join('e.' + c for c in _COLUMNS.split(', '))}, "
-                    f"picked.started_at IS NOT NULL, {_NOW}",
-                    (queue, list(names), limit, token, worker_id, lease_seconds),
-                )
-                return await cur.fetchall()
-
-        rows = await self._retrying(operation)
+        # One statement (autocommit): a single round trip.
+        rows = await self._select(
+            "WITH picked AS (SELECT id, started_at FROM flowz_executions "
+            "WHERE status = 'pending' AND queue = %s AND name = ANY(%s) "
+            f"AND run_at <= {_NOW} ORDER BY priority DESC, run_at LIMIT %s "
+            "FOR UPDATE SKIP LOCKED) "
+            "UPDATE flowz_executions e SET status = 'running', claim_token = %s, "
+            f"lease_owner = %s, lease_expires_at = {_NOW} + %s, updated_at = {_NOW}, "
+            f"started_at = coalesce(e.started_at, {_NOW}), "
+            "attempt = CASE WHEN e.attempt = 0 THEN 1 ELSE e.attempt END "
+            "FROM picked WHERE e.id = picked.id "
+            f"RETURNING {', '.join('e.' + c for c in _COLUMNS.split(', '))}, "
+            f"picked.started_at IS NOT NULL, {_NOW}",
+            (queue, list(names), limit, token, worker_id, lease_seconds),
+        )
         claims = [
             Claim(execution_row(r), Fence(r[0], token), resumed=r[22], db_now=r[23]) for r in rows
         ]
