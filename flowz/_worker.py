@@ -117,18 +117,24 @@ class Worker:
                 # Left behind; the next worker on this host reaps it (its pid is gone).
 
     async def work(self) -> None:
-        """Claim and run executions until `stop()`; call `open()` first. Can run again."""
-        self._stopping = False
+        """Claim and run executions until `stop()`; call `open()` first.
+
+        A stop() that comes before work() starts ends it at once. Each stop ends one
+        work(): the worker can work again after it.
+        """
         self._unwritable = None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._maintain)
-            await self._claim_loop(tg)
-            # Stopping: let in-flight executions finish within the grace period; the
-            # rest are cancelled and released (put back as pending) by _run_one.
-            with anyio.move_on_after(self.settings.shutdown_grace_seconds):
-                while self._running > 0:
-                    await self._slot_freed.wait()
-            tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._maintain)
+                await self._claim_loop(tg)
+                # Stopping: let in-flight executions finish within the grace period; the
+                # rest are cancelled and released (put back as pending) by _run_one.
+                with anyio.move_on_after(self.settings.shutdown_grace_seconds):
+                    while self._running > 0:
+                        await self._slot_freed.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            self._stopping = False
         if self._unwritable is not None:
             raise self._unwritable
 
