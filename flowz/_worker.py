@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import os
 import socket
 import time
@@ -77,6 +78,7 @@ class Worker:
         # The claim loop's current idle wait, cut short by stop(); a database call in
         # flight is never cancelled by a stop (that would cost the pool its connection).
         self._idle: anyio.CancelScope | None = None
+        self._reaped_at = -math.inf
 
     @property
     def stopping(self) -> bool:
@@ -123,6 +125,8 @@ class Worker:
         work(): the worker can work again after it.
         """
         self._unwritable = None
+        if time.monotonic() - self._reaped_at >= self.settings.lease_seconds / 3:
+            await self.reap()  # a reused worker: as often as a working one would
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._maintain)
@@ -253,6 +257,7 @@ class Worker:
             if w.id != self.id and not _pid_alive(w.pid)
         ]
         reaped = await self.store.reap(dead)
+        self._reaped_at = time.monotonic()
         if reaped:
             log.info("flowz worker %s re-queued %d execution(s) of dead workers", self.id, reaped)
         return reaped

@@ -630,3 +630,41 @@ def test_a_store_failure_in_a_durable_call_is_not_the_workflows_to_catch(
 
     monkeypatch.setattr(store_class, "append_journal", real_append)
     assert flowz.run(swallows_everything, 1, id="swallow", progress=False) == "ran 2"
+
+
+@pytest.mark.anyio
+async def test_runs_awaited_one_after_another_share_a_worker_that_still_reaps(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+    import subprocess
+
+    from flowz.store._protocol import NewExecution
+
+    monkeypatch.setenv("FLOWZ_LEASE_SECONDS", "0.3")  # a reused worker reaps every lease/3
+    assert await arithmetic.run(1, progress=False) == 20
+    store = await open_store(Settings.from_env())
+    try:
+        [parked] = await store.list_workers()  # registered once for this event loop
+        # A run held by a worker process of this host that died (kill -9) meanwhile.
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        await store.register_worker("dead-worker", socket.gethostname(), dead.pid)
+        await store.create_run(
+            NewExecution(
+                id="orphan",
+                root_id="orphan",
+                kind="workflow",
+                name=arithmetic.name,
+                input=arithmetic.definition.codec.dump_args((2,), {}),
+            )
+        )
+        assert await store.claim("dead-worker", [arithmetic.name], "default", 1, 600) != []
+        await anyio.sleep(0.15)  # longer than lease/3 since the last reap: time must pass here
+
+        assert await arithmetic.run(3, progress=False) == 40
+        assert [w.id for w in await store.list_workers()] == [parked.id]
+        orphan = await store.get_execution("orphan")
+        assert orphan is not None and orphan.status == "succeeded" and orphan.output == 30
+    finally:
+        await store.aclose()
