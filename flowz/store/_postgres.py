@@ -66,6 +66,23 @@ _MIGRATION_LOCK = 0x666C6F777A  # pg_advisory_xact_lock key: one migrator at a t
 _RETRIES = 3  # attempts of one operation when the connection breaks (server restart)
 
 
+# One statement for any width: arrays unnested server-side, no per-child round trip.
+_INSERT_EXECUTIONS = (
+    "INSERT INTO flowz_executions (id, root_id, parent_id, position, child_index, kind, "
+    "name, input, status, attempt, max_attempts, run_at, queue, priority, wait_count, "
+    "created_at, updated_at) "
+    f"SELECT i, r, p, pos, ci, k, n, inp, 'pending', 0, ma, coalesce(ra, {_NOW}), q, pr, "
+    f"0, {_NOW}, {_NOW} FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], "
+    "%s::int[], %s::text[], %s::text[], %s::text[], %s::int[], %s::float8[], %s::text[], "
+    "%s::int[]) AS t(i, r, p, pos, ci, k, n, inp, ma, ra, q, pr) "
+    "ON CONFLICT (id) DO NOTHING"
+)
+
+
+def _insert_params(executions: Sequence[NewExecution]) -> list[list[Any]]:
+    return [list(column) for column in zip(*map(new_execution_params, executions), strict=True)]
+
+
 class PostgresStore:
     """The PostgreSQL store, for many workers on many machines.
 
@@ -184,19 +201,7 @@ class PostgresStore:
     ) -> int:
         if not executions:
             return 0
-        # One statement for any width: arrays unnested server-side, no per-child round trip.
-        columns = list(zip(*map(new_execution_params, executions), strict=True))
-        await cur.execute(
-            "INSERT INTO flowz_executions (id, root_id, parent_id, position, child_index, kind, "
-            "name, input, status, attempt, max_attempts, run_at, queue, priority, wait_count, "
-            "created_at, updated_at) "
-            f"SELECT i, r, p, pos, ci, k, n, inp, 'pending', 0, ma, coalesce(ra, {_NOW}), q, pr, "
-            f"0, {_NOW}, {_NOW} FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], "
-            "%s::int[], %s::text[], %s::text[], %s::text[], %s::int[], %s::float8[], %s::text[], "
-            "%s::int[]) AS t(i, r, p, pos, ci, k, n, inp, ma, ra, q, pr) "
-            "ON CONFLICT (id) DO NOTHING",
-            [list(column) for column in columns],
-        )
+        await cur.execute(_INSERT_EXECUTIONS, _insert_params(executions))
         return cur.rowcount
 
     # -- lifecycle ----------------------------------------------------------
@@ -258,18 +263,17 @@ class PostgresStore:
 
     # -- runs ---------------------------------------------------------------
     async def create_run(self, run: NewExecution) -> tuple[ExecutionRow, bool]:
-        async def operation() -> tuple[ExecutionRow, bool]:
-            async with self._tx() as cur:
-                created = await self._insert_executions(cur, [run]) == 1
-                await cur.execute(
-                    f"SELECT {_COLUMNS} FROM flowz_executions WHERE id = %s", (run.id,)
-                )
-                row = await cur.fetchone()
-                if created:
-                    await self._announce(cur)
-            return execution_row(row), created  # type: ignore[arg-type]
-
-        return await self._retrying(operation)  # type: ignore[no-any-return]
+        # One autocommit statement: insert unless the id exists, wake the workers if it
+        # was new, return the row either way. The outer SELECT does not see the CTE's new
+        # row (one snapshot), so exactly one of the two branches returns it.
+        rows = await self._select(
+            f"WITH created AS ({_INSERT_EXECUTIONS} RETURNING {_COLUMNS}) "
+            f"SELECT {_COLUMNS}, true FROM created "
+            f"CROSS JOIN (SELECT pg_notify('{_CHANNEL}', '')) AS announced "
+            f"UNION ALL SELECT {_COLUMNS}, false FROM flowz_executions WHERE id = %s",
+            [*_insert_params([run]), run.id],
+        )
+        return execution_row(rows[0]), rows[0][-1]
 
     async def _statement(self, sql: str, params: Sequence[Any]) -> psycopg.AsyncCursor[Any]:
         """One statement, its own transaction (autocommit): a single round trip."""
