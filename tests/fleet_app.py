@@ -48,3 +48,18 @@ async def race_parent(k: int, width: int, gate: str) -> int:
     # Not durable on purpose: counts how many times this body starts.
     record("INSERT INTO fleet_resumes (parent, pid) VALUES (%s, %s)", k, os.getpid())
     return sum(await gather_durable(*(gated(i, gate) for i in range(width))))
+
+
+@step
+def slow_query(i: int, seconds: float) -> int:
+    # A query that runs past several leases: the worker's heartbeats must keep the step.
+    record("INSERT INTO fleet_effects (child, pid) VALUES (%s, %s)", i, os.getpid())
+    with psycopg.connect(os.environ["FLOWZ_DATABASE_URL"]) as conn:
+        conn.execute("SELECT pg_sleep(%s)", (seconds,))
+    return i
+
+
+@workflow
+async def slow_queries(n: int, seconds: float) -> int:
+    inline = await slow_query(-1, seconds)
+    return inline + sum(await gather_durable(*(slow_query(i, seconds) for i in range(n))))

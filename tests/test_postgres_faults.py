@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import anyio
@@ -132,3 +133,23 @@ async def test_runs_in_process_never_break_a_connection_when_their_worker_stops(
         for _ in range(5):
             assert await busy.run(3, progress=False) == 2 * sum(range(5)) + 2 * sum(range(3))
     assert [r.getMessage() for r in caplog.records if r.name.startswith("psycopg")] == []
+
+
+@pytest.mark.slow
+def test_queries_slower_than_three_leases_run_once_among_two_workers(
+    fleet_db: str, tmp_path: Path
+) -> None:
+    logs = [tmp_path / f"worker{i}.log" for i in range(2)]
+    # Leases of 0.5 s, heartbeats every 1/6 s; each pg_sleep lasts 2 s, four leases.
+    workers = [start_worker(fleet_db, log, lease=0.5) for log in logs]
+    try:
+
+        async def run() -> object:
+            handle = await fleet_app.slow_queries.start(4, 2.0, id="slow-queries")
+            return await handle.result(timeout=60)
+
+        assert anyio.run(run) == -1 + sum(range(4))
+    finally:
+        stop_workers(workers, logs)
+    effects = Counter(c for (c,) in query(fleet_db, "SELECT child FROM fleet_effects"))
+    assert effects == Counter({c: 1 for c in range(-1, 4)}), "a step ran twice: a lease was lost"
