@@ -131,7 +131,7 @@ class _Attempt(ExecutionContext):
         self.bus = bus
         self.row = claim.execution
         self.fence = claim.fence
-        self.clock = claim.now
+        self._claim = claim
         self.journal = journal
         self.position = 0
         self.nondeterminism: NonDeterminismError | None = None
@@ -168,7 +168,7 @@ class _Attempt(ExecutionContext):
         await self.store.suspend_until(self.fence, run_at, entry)
         local_now = time.time()  # observers draw with this process's clock
         self.bus.publish(
-            RunSuspended(self.row.id, reason, local_now + run_at - self.clock(), local_now)
+            RunSuspended(self.row.id, reason, local_now + run_at - self.now(), local_now)
         )
         raise _Suspend
 
@@ -178,7 +178,7 @@ class _Attempt(ExecutionContext):
 
     # -- ExecutionContext ---------------------------------------------------
     def now(self) -> float:
-        return self.clock()
+        return self._claim.now()
 
     async def call_step(self, call: DurableCall[Any]) -> Any:
         position = self._next()
@@ -198,12 +198,12 @@ class _Attempt(ExecutionContext):
                     return codec.load_result(entry.output)
                 raise load_error(entry.error)
             attempt = entry.attempt + 1  # a retry that suspended the workflow
-            if entry.output["retry_at"] > self.clock():
+            if entry.output["retry_at"] > self.now():
                 await self._suspend_until(entry.output["retry_at"], None, "retry")
         codec.dump_args(call.args, call.kwargs)  # a bad argument fails here, at the call site
         await self.flush()
         options = definition.options
-        started = self.clock()
+        started = self.now()
 
         def journaled(status: str, **fields: Any) -> JournalEntry:
             return JournalEntry(
@@ -226,7 +226,7 @@ class _Attempt(ExecutionContext):
                         )
                     )
                     await self._append(
-                        journaled("failed", error=dump_error(exc), finished_at=self.clock())
+                        journaled("failed", error=dump_error(exc), finished_at=self.now())
                     )
                     raise
                 delay = retry_delay(options, attempt)
@@ -236,7 +236,7 @@ class _Attempt(ExecutionContext):
                     )
                 )
                 if delay > INLINE_RETRY_LIMIT:
-                    retry_at = self.clock() + delay
+                    retry_at = self.now() + delay
                     retrying = journaled(
                         "retrying", output={"retry_at": retry_at}, error=dump_error(exc)
                     )
@@ -244,7 +244,7 @@ class _Attempt(ExecutionContext):
                 await anyio.sleep(delay)
                 attempt += 1
                 continue
-            await self._append(journaled("succeeded", output=output, finished_at=self.clock()))
+            await self._append(journaled("succeeded", output=output, finished_at=self.now()))
             self.bus.publish(
                 StepFinished(self.row.id, position, definition.name, attempt, True, time.time())
             )
@@ -351,7 +351,7 @@ class _Attempt(ExecutionContext):
             return entry.output
         await self.flush()
         value = make()
-        now = self.clock()
+        now = self.now()
         await self.store.append_journal(
             self.fence,
             JournalEntry(
@@ -365,10 +365,10 @@ class _Attempt(ExecutionContext):
         entry = self._replayed(position, "flowz.sleep", EntryKind.SLEEP)
         if entry is not None:
             wake_at = float(entry.output)
-            if wake_at > self.clock():
+            if wake_at > self.now():
                 await self._suspend_until(wake_at, None, "sleep")
             return
-        now = self.clock()
+        now = self.now()
         await self._suspend_until(
             now + seconds,
             JournalEntry(
