@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 
+import anyio
 import pytest
 
 from flowz.errors import RunNotFoundError, SchemaVersionError
 from flowz.store import Store
-from flowz.store._protocol import Fence, JournalEntry, LeaseLost, NewExecution
+from flowz.store._protocol import ExecutionRow, Fence, JournalEntry, LeaseLost, NewExecution
 
 pytestmark = pytest.mark.anyio
 
@@ -65,6 +66,21 @@ async def test_create_run_is_idempotent_by_id(store: Store) -> None:
     assert created and not created_again
     assert again.input == {"n": 1} == row.input
     assert row.status == "pending" and row.attempt == 0
+
+
+async def test_concurrent_creates_of_one_id_make_one_run_and_all_see_it(store: Store) -> None:
+    for attempt in range(5):  # a race: a few rounds, each on an id of its own
+        run_id = f"same-{attempt}"
+        results: list[tuple[ExecutionRow, bool]] = []
+
+        async def create(n: int, run_id: str = run_id, results: list = results) -> None:  # type: ignore[type-arg]
+            results.append(await store.create_run(run_factory(run_id, input={"n": n})))
+
+        async with anyio.create_task_group() as tg:
+            for n in range(8):
+                tg.start_soon(create, n)
+        assert sum(created for _, created in results) == 1
+        assert len({(row.id, str(row.input)) for row, _ in results}) == 1
 
 
 async def test_migrate_is_idempotent(store: Store) -> None:

@@ -273,6 +273,12 @@ class PostgresStore:
             f"UNION ALL SELECT {_COLUMNS}, false FROM flowz_executions WHERE id = %s",
             [*_insert_params([run]), run.id],
         )
+        if not rows:
+            # Another client inserted the same id concurrently: the insert waited for it,
+            # but this statement's snapshot predates it. The next statement sees it.
+            rows = await self._select(
+                f"SELECT {_COLUMNS}, false FROM flowz_executions WHERE id = %s", (run.id,)
+            )
         return execution_row(rows[0]), rows[0][-1]
 
     async def _statement(self, sql: str, params: Sequence[Any]) -> psycopg.AsyncCursor[Any]:
