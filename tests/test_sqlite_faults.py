@@ -30,6 +30,16 @@ def _needs_mounts() -> None:
         pytest.skip("mounting a tiny filesystem needs root and unshare(1)")
 
 
+def app_env(database: Path, effects: Path) -> dict[str, str]:
+    return {
+        "FLOWZ_DATABASE_URL": f"sqlite:///{database}",
+        "DISK_EFFECTS": str(effects),
+        "FLOWZ_POLL_SECONDS": "0.2",
+        "FLOWZ_LEASE_SECONDS": "600",  # recovery must come from the dead pid, not expiry
+        "PYTHONPATH": str(Path(__file__).parents[1]),
+    }
+
+
 def in_mount_namespace(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["unshare", "-m", "sh", "-eu", "-c", script],
@@ -46,13 +56,7 @@ def test_a_full_disk_stops_the_run_with_a_clear_error_and_it_resumes_once_freed(
 ) -> None:
     disk, effects = tmp_path / "disk", tmp_path / "effects.log"
     disk.mkdir()
-    env = {
-        "FLOWZ_DATABASE_URL": f"sqlite:///{disk / 'flowz.db'}",
-        "DISK_EFFECTS": str(effects),
-        "FLOWZ_POLL_SECONDS": "0.2",
-        "FLOWZ_LEASE_SECONDS": "600",  # recovery must come from the dead pid, not expiry
-        "PYTHONPATH": str(Path(__file__).parents[1]),
-    }
+    env = app_env(disk / "flowz.db", effects)
     run = f"{sys.executable} {APP} {STEPS} fill"
     check = f"{sys.executable} {APP} state"
     result = in_mount_namespace(
@@ -87,12 +91,7 @@ def test_a_full_disk_stops_the_run_with_a_clear_error_and_it_resumes_once_freed(
 def test_a_read_only_database_says_so_and_is_left_untouched(tmp_path: Path) -> None:
     folder, effects = tmp_path / "ro", tmp_path / "effects.log"
     folder.mkdir()
-    env = {
-        "FLOWZ_DATABASE_URL": f"sqlite:///{folder / 'flowz.db'}",
-        "DISK_EFFECTS": str(effects),
-        "FLOWZ_POLL_SECONDS": "0.2",
-        "PYTHONPATH": str(Path(__file__).parents[1]),
-    }
+    env = app_env(folder / "flowz.db", effects)
     first = subprocess.run(
         [sys.executable, str(APP), "2", "done-before"],
         env={**os.environ, **env},
