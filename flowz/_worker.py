@@ -21,7 +21,7 @@ from ._events import EventBus
 from ._registry import Registry
 from ._serde import dump_error
 from .errors import StoreError, StoreNotWritableError
-from .store._protocol import Claim, LeaseLost, Store
+from .store._protocol import Claim, Fence, LeaseLost, Store
 
 __all__ = ["Worker", "serve"]
 
@@ -79,6 +79,8 @@ class Worker:
         # flight is never cancelled by a stop (that would cost the pool its connection).
         self._idle: anyio.CancelScope | None = None
         self._reaped_at = -math.inf
+        # Executions it stopped running but could not give back yet (the store failed).
+        self._unreleased: dict[str, Fence] = {}
 
     @property
     def stopping(self) -> bool:
@@ -213,22 +215,37 @@ class Worker:
             raise
         except StoreError as exc:
             # The database failed (restart, network, full disk): give the work back for a
-            # later try; if even that fails, the lease runs out and the work is reaped.
+            # later try.
             self._store_failed(exc)
             log.error("flowz could not record progress of %s: %s", claim.execution.id, exc)
-            with anyio.CancelScope(shield=True), contextlib.suppress(StoreError, LeaseLost):
-                await self.store.release(claim.fence)
+            await self._give_back(claim.fence)
         except Exception as exc:
             # A bug, not a passing fault: fail the execution visibly instead of looping on it.
             log.exception("flowz failed while running %s", claim.execution.id)
-            with anyio.CancelScope(shield=True), contextlib.suppress(StoreError, LeaseLost):
-                await self.store.finish(claim.fence, "failed", None, dump_error(exc))
+            with anyio.CancelScope(shield=True), contextlib.suppress(LeaseLost):
+                try:
+                    await self.store.finish(claim.fence, "failed", None, dump_error(exc))
+                except StoreError:
+                    await self._give_back(claim.fence)
         finally:
             if self._scopes.get(claim.execution.id, ("", None))[0] == claim.fence.token:
                 del self._scopes[claim.execution.id]
             self._running -= 1
             self._slot_freed.set()
             self._slot_freed = anyio.Event()
+
+    async def _give_back(self, fence: Fence) -> None:
+        """Release an execution this worker stopped running; retried until the store takes it.
+
+        Until then the heartbeat keeps renewing its lease, so nobody else could take it.
+        """
+        with anyio.CancelScope(shield=True), contextlib.suppress(LeaseLost):
+            try:
+                await self.store.release(fence)
+            except StoreError:
+                self._unreleased[fence.execution_id] = fence
+                return
+        self._unreleased.pop(fence.execution_id, None)
 
     async def _maintain(self) -> None:
         """Every third of a lease: renew leases, stop lost work, reap dead workers' work.
@@ -241,6 +258,8 @@ class Worker:
             await anyio.sleep(interval)
             try:
                 running = dict(self._scopes)
+                for fence in list(self._unreleased.values()):
+                    await self._give_back(fence)
                 held = await self.store.heartbeat(self.id, self.settings.lease_seconds)
                 for execution_id, entry in running.items():
                     if execution_id not in held and self._scopes.get(execution_id) == entry:

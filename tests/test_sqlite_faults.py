@@ -125,3 +125,30 @@ def test_a_read_only_database_says_so_and_is_left_untouched(tmp_path: Path) -> N
     assert lines[-1].startswith("StoreNotWritableError: the SQLite database")
     assert lines[-1].endswith("point FLOWZ_DATABASE_URL elsewhere")
     assert state(folder / "flowz.db") == stored
+
+
+def test_a_worker_process_on_a_full_disk_keeps_trying_and_finishes_once_freed(
+    tmp_path: Path,
+) -> None:
+    disk, effects, log = tmp_path / "disk", tmp_path / "effects.log", tmp_path / "worker.log"
+    disk.mkdir()
+    env = {**app_env(disk / "flowz.db", effects), "FLOWZ_LEASE_SECONDS": "1.5"}
+    python = sys.executable
+    result = in_mount_namespace(
+        f"mount -t tmpfs -o size=1m tmpfs {disk}\n"
+        f"{python} -m flowz worker tests.disk_app > {log} 2>&1 &\n"
+        "worker=$!\n"
+        f"{python} -m flowz start tests.disk_app:fill -i '[{STEPS}]' --id fill\n"
+        f"tries=0; until grep -q 'is full' {log}; do\n"
+        "  sleep 0.1; tries=$((tries+1)); [ $tries -lt 600 ] || exit 9; done\n"
+        f"mount -o remount,size=64m {disk}\n"
+        f'tries=0; until {python} {APP} state | grep -q \'"fill": "succeeded"\'; do\n'
+        "  sleep 0.2; tries=$((tries+1)); [ $tries -lt 150 ] || exit 8; done\n"
+        "kill -TERM $worker; wait $worker\n"
+        f"{python} {APP} state\n",
+        env,
+    )
+    assert result.returncode == 0, (result.stdout, result.stderr, log.read_text()[-3000:])
+    after = json.loads(result.stdout.splitlines()[-1][6:])
+    assert after == {"integrity": "ok", "entries": STEPS, "runs": {"fill": "succeeded"}}
+    assert set(Counter(effects.read_text().split())) == {str(i) for i in range(STEPS)}

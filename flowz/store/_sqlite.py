@@ -88,7 +88,7 @@ class SqliteStore:
             self._db = sqlite3.connect(
                 self.path, isolation_level=None, timeout=busy_timeout, check_same_thread=False
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._enable_wal(busy_timeout)
             self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self._db.execute("PRAGMA foreign_keys=ON")
         except (OSError, sqlite3.Error) as exc:
@@ -100,6 +100,19 @@ class SqliteStore:
             ) from exc
         self._changed: anyio.Event | None = None
         self._finishing = GroupCommit[Finish](self._flush_finishes)
+
+    def _enable_wal(self, busy_timeout: float) -> None:
+        # Switching a new file to WAL needs it to itself, and SQLite does not wait for that
+        # (no busy handler): processes opening a new database together retry here.
+        deadline = time.monotonic() + busy_timeout
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     # -- plumbing -----------------------------------------------------------
     @contextmanager
