@@ -668,3 +668,40 @@ async def test_runs_awaited_one_after_another_share_a_worker_that_still_reaps(
         assert orphan is not None and orphan.status == "succeeded" and orphan.output == 30
     finally:
         await store.aclose()
+
+
+@pytest.mark.anyio
+async def test_work_a_worker_could_not_give_back_is_given_back_at_its_next_heartbeat(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowz._registry import default_registry
+    from flowz._worker import Worker
+    from flowz.errors import StoreError
+    from flowz.store import PostgresStore, SqliteStore
+
+    store_class = PostgresStore if database_url.startswith("postgresql") else SqliteStore
+    failures = {"append_journal": 1, "release": 1}  # one step write fails, then the give-back
+    for name in failures:
+        real = getattr(store_class, name)
+
+        async def failing_once(*args: object, _name: str = name, _real: object = real) -> object:
+            if failures[_name] > 0:
+                failures[_name] -= 1
+                raise StoreError(f"{_name} failed (simulated)")
+            return await _real(*args)  # type: ignore[operator]
+
+        monkeypatch.setattr(store_class, name, failing_once)
+    monkeypatch.setenv("FLOWZ_LEASE_SECONDS", "0.6")  # heartbeats every 0.2 s
+    settings = Settings.from_env()
+    handle = await arithmetic.start(5, id="given-back")
+    store = await open_store(settings)
+    worker = Worker(store, default_registry(), settings)  # a `flowz worker`: it keeps going
+    try:
+        with anyio.fail_after(20):  # held and renewed forever, it would never finish
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(worker.run)
+                assert await handle.result() == 60
+                worker.stop()
+    finally:
+        await store.aclose()
+    assert failures == {"append_journal": 0, "release": 0}
