@@ -140,6 +140,7 @@ async def _create(
 
 async def _wait_terminal(store: Store, run_id: str, poll: float, deadline: float) -> ExecutionRow:
     while True:
+        mark = store.change_mark()
         row = await store.get_execution(run_id)
         if row is None:
             raise RunNotFoundError(f"no run with id {run_id!r}")
@@ -148,7 +149,7 @@ async def _wait_terminal(store: Store, run_id: str, poll: float, deadline: float
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError(f"run {run_id!r} is still {row.status}")
-        await store.wait_for_change(min(poll, remaining))
+        await store.wait_for_change(min(poll, remaining), mark)
 
 
 async def run_async(

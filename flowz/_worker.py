@@ -171,6 +171,7 @@ class Worker:
                         await self._slot_freed.wait()
                 free = settings.concurrency - self._running
             names = self.registry.names()
+            mark = self.store.change_mark()  # a change after this wakes the wait below
             try:
                 claims = await self.store.claim(
                     self.id, names, settings.queue, min(free, _CLAIM_BATCH), settings.lease_seconds
@@ -194,7 +195,7 @@ class Worker:
             if due is not None:
                 timeout = max(0.0, min(timeout, due - time.time()))
             if timeout > 0:
-                await self._idle_wait(functools.partial(self.store.wait_for_change, timeout))
+                await self._idle_wait(functools.partial(self.store.wait_for_change, timeout, mark))
 
     async def _run_one(self, claim: Claim) -> None:
         scope = anyio.CancelScope()

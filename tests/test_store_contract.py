@@ -350,3 +350,29 @@ async def test_list_runs_shows_top_level_runs_newest_first(store: Store) -> None
     assert [r.id for r in await store.list_runs(None, 10)] == ["r2", "r1", "r0"]
     assert [r.id for r in await store.list_runs("succeeded", 10)] == [fence.execution_id]
     assert len(await store.list_runs(None, 2)) == 2
+
+
+async def another_store_on_the_same_database(store: Store) -> Store:
+    from flowz.store import PostgresStore, SqliteStore
+
+    if isinstance(store, SqliteStore):
+        return SqliteStore(store.path)
+    assert isinstance(store, PostgresStore)
+    other = PostgresStore(store.url)
+    await other.open()
+    return other
+
+
+async def test_a_change_made_between_a_mark_and_the_wait_still_wakes_it(store: Store) -> None:
+    other = await another_store_on_the_same_database(store)
+    try:
+        mark = store.change_mark()
+        await other.create_run(run_factory("from-another-process"))
+        with anyio.fail_after(10):  # the wait's own timeout is a minute
+            await store.wait_for_change(60, mark)
+        mark = store.change_mark()
+        await store.create_run(run_factory("from-this-process"))
+        with anyio.fail_after(10):
+            await store.wait_for_change(60, mark)
+    finally:
+        await other.aclose()

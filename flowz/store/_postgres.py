@@ -105,6 +105,7 @@ class PostgresStore:
             kwargs={"autocommit": True},
         )
         self._listen_task: asyncio.Task[None] | None = None
+        self._generation = 0  # changes seen: local commits and notifications
         self._changed: anyio.Event | None = None
         self._finishing = GroupCommit[Finish](self._flush_finishes)
 
@@ -169,6 +170,7 @@ class PostgresStore:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _notify(self) -> None:
+        self._generation += 1
         if self._changed is not None:
             self._changed.set()
             self._changed = None
@@ -231,15 +233,24 @@ class PostgresStore:
             self._listen_task = None
         await self._pool.close()
 
-    async def wait_for_change(self, timeout: float) -> None:
-        if self._listen_task is None or self._listen_task.done():
-            # One task per store reads the notifications, for as long as the store is open:
-            # waiters only wait on an event, so cancelling one never breaks the connection.
-            self._listen_task = asyncio.get_running_loop().create_task(self._listen())
+    def change_mark(self) -> object:
+        self._start_listening()
+        return self._generation
+
+    async def wait_for_change(self, timeout: float, since: object | None = None) -> None:
+        self._start_listening()
+        if since is not None and since != self._generation:
+            return
         if self._changed is None:
             self._changed = anyio.Event()
         with anyio.move_on_after(timeout):
             await self._changed.wait()
+
+    def _start_listening(self) -> None:
+        if self._listen_task is None or self._listen_task.done():
+            # One task per store reads the notifications, for as long as the store is open:
+            # waiters only wait on an event, so cancelling one never breaks the connection.
+            self._listen_task = asyncio.get_running_loop().create_task(self._listen())
 
     async def _listen(self) -> None:
         """Wake waiters on every notification; reconnect after a broken connection."""

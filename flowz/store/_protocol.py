@@ -140,8 +140,17 @@ class Store(Protocol):
     async def aclose(self) -> None:
         """Release connections."""
 
-    async def wait_for_change(self, timeout: float) -> None:
-        """Return when another writer may have made work runnable or finished, or at timeout."""
+    def change_mark(self) -> object:
+        """A mark of the changes seen so far, to pass to `wait_for_change`.
+
+        Take it before reading: a change between the read and the wait then still wakes.
+        """
+
+    async def wait_for_change(self, timeout: float, since: object | None = None) -> None:
+        """Return when a writer may have made work runnable or finished, or at timeout.
+
+        With `since` (from `change_mark()`), return at once if a change came after it.
+        """
 
     # -- runs -------------------------------------------------------------
     async def create_run(self, run: NewExecution) -> tuple[ExecutionRow, bool]:

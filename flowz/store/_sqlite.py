@@ -99,6 +99,7 @@ class SqliteStore:
                 "folder exists and is writable, or point FLOWZ_DATABASE_URL elsewhere."
             ) from exc
         self._changed: anyio.Event | None = None
+        self._generation = 0  # commits made through this store
         self._finishing = GroupCommit[Finish](self._flush_finishes)
 
     def _enable_wal(self, busy_timeout: float) -> None:
@@ -165,6 +166,7 @@ class SqliteStore:
         )
 
     def _notify(self) -> None:
+        self._generation += 1
         if self._changed is not None:
             self._changed.set()
             self._changed = None
@@ -224,17 +226,28 @@ class SqliteStore:
     async def aclose(self) -> None:
         self._db.close()
 
-    async def wait_for_change(self, timeout: float) -> None:
+    def change_mark(self) -> object:
+        return self._mark()
+
+    def _mark(self) -> tuple[int, int]:
+        # This store's own commits, and (data_version) other connections' commits.
+        return (self._generation, int(self._read("PRAGMA data_version")[0][0]))
+
+    async def wait_for_change(self, timeout: float, since: object | None = None) -> None:
         deadline = time.monotonic() + timeout
+        generation, seen = (
+            (int(since[0]), int(since[1])) if isinstance(since, tuple) else self._mark()
+        )
+        if self._generation != generation:
+            return
         if self._changed is None:
             self._changed = anyio.Event()
         event = self._changed
-        seen = self._read("PRAGMA data_version")[0][0]
         while (remaining := deadline - time.monotonic()) > 0:
+            if self._read("PRAGMA data_version")[0][0] != seen:
+                return
             with anyio.move_on_after(min(remaining, _OTHER_PROCESS_POLL)):
                 await event.wait()
-                return
-            if self._read("PRAGMA data_version")[0][0] != seen:
                 return
 
     # -- runs ---------------------------------------------------------------
