@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,11 @@ def test_the_fleet_example_runs_on_two_workers(postgres_url: str, tmp_path: Path
         for log in logs
     ]
     try:
+        # Both workers up before the run starts, or the first may finish it alone.
+        deadline = time.monotonic() + 60
+        while not all("functions, queue" in (tmp_path / f"w{i}.log").read_text() for i in range(2)):
+            assert time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.05)
         done = subprocess.run(
             [sys.executable, str(EXAMPLES / "fleet.py"), "400"],
             env=env,
