@@ -118,7 +118,7 @@ class Worker:
             except StoreError:
                 if self._unwritable is None:
                     raise
-                # Left behind; the next worker on this host reaps it (its pid is gone).
+                # Left behind: reaped once this process is gone or its leases expire.
 
     async def work(self) -> None:
         """Claim and run executions until `stop()`; call `open()` first.
@@ -153,9 +153,11 @@ class Worker:
         """Await `wait()` unless stop() comes first."""
         if self.stopping:
             return
-        with anyio.CancelScope() as self._idle:
-            await wait()
-        self._idle = None
+        try:
+            with anyio.CancelScope() as self._idle:
+                await wait()
+        finally:
+            self._idle = None
 
     async def _claim_loop(self, tg: TaskGroup) -> None:
         settings = self.settings
@@ -171,8 +173,8 @@ class Worker:
                         await self._slot_freed.wait()
                 free = settings.concurrency - self._running
             names = self.registry.names()
-            mark = self.store.change_mark()  # a change after this wakes the wait below
             try:
+                mark = self.store.change_mark()  # a change after this wakes the wait below
                 claims = await self.store.claim(
                     self.id, names, settings.queue, min(free, _CLAIM_BATCH), settings.lease_seconds
                 )
@@ -195,7 +197,12 @@ class Worker:
             if due is not None:
                 timeout = max(0.0, min(timeout, due - time.time()))
             if timeout > 0:
-                await self._idle_wait(functools.partial(self.store.wait_for_change, timeout, mark))
+                try:
+                    await self._idle_wait(
+                        functools.partial(self.store.wait_for_change, timeout, mark)
+                    )
+                except StoreError:  # SQLite reads to see other processes' commits
+                    await self._idle_wait(functools.partial(anyio.sleep, timeout))
 
     async def _run_one(self, claim: Claim) -> None:
         scope = anyio.CancelScope()
