@@ -79,8 +79,6 @@ class Worker:
         # flight is never cancelled by a stop (that would cost the pool its connection).
         self._idle: anyio.CancelScope | None = None
         self._reaped_at = -math.inf
-        # Executions it stopped running but could not give back yet (the store failed).
-        self._unreleased: dict[str, Fence] = {}
 
     @property
     def stopping(self) -> bool:
@@ -243,17 +241,13 @@ class Worker:
             self._slot_freed = anyio.Event()
 
     async def _give_back(self, fence: Fence) -> None:
-        """Release an execution this worker stopped running; retried until the store takes it.
+        """Release an execution this worker stopped running.
 
-        Until then the heartbeat keeps renewing its lease, so nobody else could take it.
+        If the store fails even here, the heartbeat no longer renews the execution's
+        lease (it is not running): the lease lapses and a reaper puts it back.
         """
-        with anyio.CancelScope(shield=True), contextlib.suppress(LeaseLost):
-            try:
-                await self.store.release(fence)
-            except StoreError:
-                self._unreleased[fence.execution_id] = fence
-                return
-        self._unreleased.pop(fence.execution_id, None)
+        with anyio.CancelScope(shield=True), contextlib.suppress(StoreError, LeaseLost):
+            await self.store.release(fence)
 
     async def _maintain(self) -> None:
         """Every third of a lease: renew leases, stop lost work, reap dead workers' work.
@@ -266,9 +260,9 @@ class Worker:
             await anyio.sleep(interval)
             try:
                 running = dict(self._scopes)
-                for fence in list(self._unreleased.values()):
-                    await self._give_back(fence)
-                held = await self.store.heartbeat(self.id, self.settings.lease_seconds)
+                held = await self.store.heartbeat(
+                    self.id, self.settings.lease_seconds, list(running)
+                )
                 for execution_id, entry in running.items():
                     if execution_id not in held and self._scopes.get(execution_id) == entry:
                         entry[1].cancel()  # cancelled, or reaped and taken over elsewhere

@@ -671,7 +671,7 @@ async def test_runs_awaited_one_after_another_share_a_worker_that_still_reaps(
 
 
 @pytest.mark.anyio
-async def test_work_a_worker_could_not_give_back_is_given_back_at_its_next_heartbeat(
+async def test_work_a_worker_could_not_give_back_is_taken_up_again_when_its_lease_lapses(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from flowz._registry import default_registry

@@ -264,11 +264,26 @@ async def test_heartbeat_renews_leases(store: Store) -> None:
     await store.create_run(run_factory())
     await store.register_worker("w1", "host", 1)
     await store.claim("w1", NAMES, "default", 1, 0.01)
-    assert await store.heartbeat("w1", 3600) == {"r1"}
+    assert await store.heartbeat("w1", 3600, ["r1"]) == {"r1"}
     assert await store.reap([]) == 0
     row = await store.get_execution("r1")
     assert row is not None and row.lease_expires_at is not None
     assert row.lease_expires_at > time.time() + 3000
+
+
+async def test_heartbeat_leaves_held_work_the_worker_no_longer_runs_to_lapse(
+    store: Store,
+) -> None:
+    for run_id in ("runs", "stopped"):
+        await store.create_run(run_factory(run_id))
+    await store.register_worker("w1", "host", 1)
+    await store.claim("w1", NAMES, "default", 2, 0.01)
+    # "stopped" could not be given back (the store failed then): it is not renewed.
+    assert await store.heartbeat("w1", 3600, ["runs"]) == {"runs"}
+    time.sleep(0.02)  # past the 10 ms lease of "stopped": the reaper compares clocks
+    assert await store.reap([]) == 1
+    assert (await store.get_execution("stopped")).status == "pending"  # type: ignore[union-attr]
+    assert (await store.get_execution("runs")).status == "running"  # type: ignore[union-attr]
 
 
 async def test_deregistering_a_worker_puts_its_work_back(store: Store) -> None:

@@ -431,7 +431,9 @@ class PostgresStore:
 
         await self._retrying(operation)
 
-    async def heartbeat(self, worker_id: str, lease_seconds: float) -> set[str]:
+    async def heartbeat(
+        self, worker_id: str, lease_seconds: float, running: Sequence[str]
+    ) -> set[str]:
         async def operation() -> set[str]:
             async with self._tx() as cur:
                 await cur.execute(
@@ -439,8 +441,9 @@ class PostgresStore:
                 )
                 await cur.execute(
                     f"UPDATE flowz_executions SET lease_expires_at = {_NOW} + %s "
-                    "WHERE lease_owner = %s AND status = 'running' RETURNING id",
-                    (lease_seconds, worker_id),
+                    "WHERE lease_owner = %s AND status = 'running' AND id = ANY(%s) "
+                    "RETURNING id",
+                    (lease_seconds, worker_id, list(running)),
                 )
                 return {r[0] for r in await cur.fetchall()}
 

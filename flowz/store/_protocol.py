@@ -183,8 +183,14 @@ class Store(Protocol):
     async def register_worker(self, worker_id: str, host: str, pid: int) -> None:
         """Record a live worker."""
 
-    async def heartbeat(self, worker_id: str, lease_seconds: float) -> set[str]:
-        """Renew the worker's row and its leases; the ids of the executions it still holds."""
+    async def heartbeat(
+        self, worker_id: str, lease_seconds: float, running: Sequence[str]
+    ) -> set[str]:
+        """Renew the worker's row and the leases of the executions it is `running`.
+
+        Returns the ids of those it still holds. An execution the worker holds but no
+        longer runs (its give-back failed) is not renewed: its lease lapses and it is reaped.
+        """
 
     async def deregister_worker(self, worker_id: str) -> None:
         """Remove the worker's row and put back anything it still holds."""

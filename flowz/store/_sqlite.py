@@ -383,14 +383,17 @@ class SqliteStore:
                 (worker_id, host, pid, now, now),
             )
 
-    async def heartbeat(self, worker_id: str, lease_seconds: float) -> set[str]:
+    async def heartbeat(
+        self, worker_id: str, lease_seconds: float, running: Sequence[str]
+    ) -> set[str]:
         now = time.time()
         with self._tx() as cur:
             cur.execute("UPDATE flowz_workers SET heartbeat_at = ? WHERE id = ?", (now, worker_id))
             held = cur.execute(
                 "UPDATE flowz_executions SET lease_expires_at = ? "
-                "WHERE lease_owner = ? AND status = 'running' RETURNING id",
-                (now + lease_seconds, worker_id),
+                "WHERE lease_owner = ? AND status = 'running' "
+                "AND id IN (SELECT value FROM json_each(?)) RETURNING id",
+                (now + lease_seconds, worker_id, dumps(list(running))),
             ).fetchall()
         return {r[0] for r in held}
 
