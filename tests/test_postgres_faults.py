@@ -153,3 +153,35 @@ def test_queries_slower_than_three_leases_run_once_among_two_workers(
         stop_workers(workers, logs)
     effects = Counter(c for (c,) in query(fleet_db, "SELECT child FROM fleet_effects"))
     assert effects == Counter({c: 1 for c in range(-1, 4)}), "a step ran twice: a lease was lost"
+
+
+@pytest.mark.anyio
+async def test_a_read_only_database_says_so_and_loses_nothing(postgres_url: str) -> None:
+    import psycopg
+
+    from flowz.errors import StoreNotWritableError
+
+    store = PostgresStore(postgres_url)
+    await store.open()
+    try:
+        await store.create_run(
+            NewExecution(id="kept", root_id="kept", kind="workflow", name="w", input=[1])
+        )
+    finally:
+        await store.aclose()
+    dbname = postgres_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_url, autocommit=True) as admin:  # as on a hot standby
+        admin.execute(f"ALTER DATABASE {dbname} SET default_transaction_read_only = on")  # type: ignore[arg-type]
+    store = PostgresStore(postgres_url)
+    await store.open()
+    try:
+        with pytest.raises(StoreNotWritableError, match="is read-only") as caught:
+            await store.create_run(
+                NewExecution(id="new", root_id="new", kind="workflow", name="w", input=[2])
+            )
+        assert "Point FLOWZ_DATABASE_URL at the primary" in str(caught.value)
+        row = await store.get_execution("kept")
+        assert row is not None and row.input == [1]
+        assert await store.get_execution("new") is None
+    finally:
+        await store.aclose()

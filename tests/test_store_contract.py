@@ -391,3 +391,11 @@ async def test_a_change_made_between_a_mark_and_the_wait_still_wakes_it(store: S
             await store.wait_for_change(60, mark)
     finally:
         await other.aclose()
+
+
+async def test_a_claim_carries_the_databases_clock(store: Store) -> None:
+    await store.create_run(run_factory())
+    [claim] = await store.claim("w1", NAMES, "default", 1, 30)
+    # This test's database runs on this host: its clock and ours agree.
+    assert abs(claim.now() - time.time()) < 5
+    assert claim.now() >= claim.db_now

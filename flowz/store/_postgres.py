@@ -27,7 +27,13 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 
 from .._serde import dumps
 from .._types import JSON, TERMINAL_STATUSES
-from ..errors import RunNotFoundError, SchemaVersionError, StoreError, StoreUnavailableError
+from ..errors import (
+    RunNotFoundError,
+    SchemaVersionError,
+    StoreError,
+    StoreNotWritableError,
+    StoreUnavailableError,
+)
 from ._batch import Finish, GroupCommit, Pending
 from ._models import SCHEMA_VERSION, schema_statements
 from ._protocol import (
@@ -142,6 +148,19 @@ class PostgresStore:
             raise self._error(exc) from exc
 
     def _error(self, exc: psycopg.Error) -> StoreError:
+        reason = " ".join(str(exc).split())
+        if isinstance(exc, psycopg.errors.DiskFull):
+            return StoreNotWritableError(
+                f"the disk of the PostgreSQL server at {self._safe_url()} is full ({reason}); "
+                "the write was rolled back and nothing stored before it is lost. Free space "
+                "on the server, then resume the run by its id"
+            )
+        if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+            return StoreNotWritableError(
+                f"the PostgreSQL database at {self._safe_url()} is read-only ({reason}); "
+                "nothing stored was changed. Point FLOWZ_DATABASE_URL at the primary, or "
+                "turn off default_transaction_read_only for this database"
+            )
         if isinstance(exc, PoolTimeout):
             return StoreUnavailableError(
                 f"no PostgreSQL connection came free within {self._pool.timeout:g} s "
@@ -158,9 +177,11 @@ class PostgresStore:
                 return await operation(*args)
             except StoreError as exc:
                 cause = exc.__cause__
-                broken = isinstance(
-                    cause, psycopg.OperationalError | psycopg.InterfaceError
-                ) and not isinstance(cause, PoolTimeout)  # waiting again would not help
+                broken = (
+                    not isinstance(exc, StoreNotWritableError)
+                    and isinstance(cause, psycopg.OperationalError | psycopg.InterfaceError)
+                    and not isinstance(cause, PoolTimeout)
+                )  # waiting again would not help
                 if not broken or attempt == _RETRIES:
                     raise
                 await anyio.sleep(0.2 * attempt)
