@@ -123,7 +123,7 @@ def in_process(
         console = Console(file=io.StringIO(), force_terminal=True, width=100)
         progress = ProgressView(console=console, mode="live")
     started = time.perf_counter()
-    result = flowz.run(wf, n, progress=progress)
+    result = flowz.run(wf.options(progress=progress), n)
     elapsed = time.perf_counter() - started
     assert result == sum(range(n)), result
     return stage(f"{wf.name}({n}) in-process", elapsed)

@@ -27,4 +27,4 @@ async def fan(n: int) -> int:
 
 
 if __name__ == "__main__":
-    print(flowz.run(fan, 1000, id=os.environ.get("FLOWZ_RUN_ID")))
+    print(flowz.run(fan.options(id=os.environ.get("FLOWZ_RUN_ID")), 1000))

@@ -28,5 +28,5 @@ async def onboarding(user: str, delay: float) -> list[str]:
 
 if __name__ == "__main__":
     run_id = os.environ.get("FLOWZ_RUN_ID")
-    for line in flowz.run(onboarding, "ada@example.com", 2.0, id=run_id):
+    for line in flowz.run(onboarding.options(id=run_id), "ada@example.com", 2.0):
         print(line)

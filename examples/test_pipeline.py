@@ -5,12 +5,14 @@ Run it: `python -m pytest examples/test_pipeline.py`.
 
 from __future__ import annotations
 
-from pathlib import Path
+import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
 import flowz
 from flowz import gather_durable, step, workflow
+from flowz.testing import temp_client
 
 
 @step(retries=2)
@@ -23,10 +25,13 @@ async def basket_total(items: list[str]) -> int:
     return sum(await gather_durable(*(price(i) for i in items)))
 
 
-@pytest.fixture(autouse=True)
-def temporary_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FLOWZ_DATABASE_URL", f"sqlite:///{tmp_path / 'test.db'}")
-    monkeypatch.setenv("FLOWZ_PROGRESS", "0")
+@workflow
+async def reminder(items: list[str]) -> str:
+    started = await flowz.now()
+    await flowz.sleep(3 * 86400)  # three days, durably
+    total = await basket_total(items)  # a child workflow
+    waited = (await flowz.now()) - started
+    return f"{total} after {waited.days} days"
 
 
 @pytest.fixture
@@ -34,15 +39,28 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture
+async def client() -> AsyncIterator[flowz.Client]:
+    # A fresh SQLite database per test, deleted afterwards; time skips while nothing runs.
+    async with temp_client(skip_time=True) as client:
+        yield client
+
+
+def test_a_step_outside_a_workflow_is_the_plain_function() -> None:
+    assert asyncio.run(price("pear")) == 4  # no database, no journal, no retries
+
+
 @pytest.mark.anyio  # async tests through anyio's pytest plugin (installed with flowz)
-async def test_a_step_outside_a_workflow_is_the_plain_function() -> None:
-    assert await price("pear") == 4
+async def test_the_workflow_end_to_end(client: flowz.Client) -> None:
+    assert await client.run(basket_total, ["apple", "pear", "apple"]) == 10
 
 
-def test_the_workflow_end_to_end() -> None:
-    assert flowz.run(basket_total, ["apple", "pear", "apple"]) == 10
-
-
-def test_a_failing_child_fails_the_run() -> None:
+@pytest.mark.anyio
+async def test_a_failing_child_fails_the_run(client: flowz.Client) -> None:
     with pytest.raises(KeyError):
-        flowz.run(basket_total, ["apple", "kiwi"])
+        await client.run(basket_total, ["apple", "kiwi"])
+
+
+@pytest.mark.anyio
+async def test_three_days_of_sleep_take_no_time(client: flowz.Client) -> None:
+    assert await client.run(reminder, ["pear"]) == "4 after 3 days"

@@ -15,23 +15,26 @@ Example:
 
 import contextlib
 
+from ._client import Client as Client
+from ._client import RunHandle as RunHandle
 from ._config import Settings as Settings
+from ._context import DurableCall as DurableCall
+from ._context import RunOptions as RunOptions
 from ._context import StepContext as StepContext
+from ._context import StepHandle as StepHandle
 from ._context import current_step as current_step
 from ._context import now as now
 from ._context import random as random
 from ._context import sleep as sleep
 from ._context import uuid4 as uuid4
-from ._decorators import DurableCall as DurableCall
 from ._decorators import StepFunction as StepFunction
 from ._decorators import WorkflowFunction as WorkflowFunction
 from ._decorators import step as step
 from ._decorators import workflow as workflow
-from ._gather import StepHandle as StepHandle
 from ._gather import gather_durable as gather_durable
 from ._gather import schedule as schedule
 from ._gather import wait_all as wait_all
-from ._runner import RunHandle as RunHandle
+from ._registry import Registry as Registry
 from ._runner import run as run
 from ._types import Status as Status
 from .errors import ConfigError as ConfigError
@@ -53,15 +56,18 @@ from .errors import UsageError as UsageError
 from .errors import WorkflowError as WorkflowError
 
 __all__ = [
+    "Client",
     "ConfigError",
     "DurableCall",
     "FlowzError",
     "NonDeterminismError",
     "NotAWorkflowError",
     "RegistrationError",
+    "Registry",
     "RunCancelledError",
     "RunHandle",
     "RunNotFoundError",
+    "RunOptions",
     "SchemaVersionError",
     "SerializationError",
     "Settings",

@@ -1,31 +1,37 @@
-"""Where durable calls find the running execution, and the journaled helpers.
+"""The call protocol: durable calls, child handles, and where they find the running execution.
 
 A workflow body runs with an `ExecutionContext` in a ContextVar; a step body runs
-with a `StepContext` instead (so steps called from a step are plain calls).
+with a `StepContext` instead (so steps called from a step are plain calls). The
+call protocol sits here, below the engine, because a `DurableCall` finds the
+engine through that ContextVar; the decorated functions' `.run/.start` sit above
+the runtime, in `_decorators`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
+import functools
 import random as _random
 import uuid as _uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, final
+from typing import Any, Generic, ParamSpec, TypeVar, cast, final
 
 import anyio
 
-from ._types import EntryKind
+from ._registry import Definition, Registry
+from ._types import EntryKind, Kind
 from .errors import UsageError
 
-if TYPE_CHECKING:
-    from ._decorators import DurableCall
-    from ._gather import StepHandle
-
 __all__ = [
+    "DurableCall",
+    "DurableFunction",
     "ExecutionContext",
+    "RunOptions",
+    "StepHandle",
     "StepContext",
     "current_context",
     "current_step",
@@ -76,6 +82,11 @@ class ExecutionContext(ABC):
     async def wait(self, handles: Sequence[StepHandle[Any]], return_exceptions: bool) -> list[Any]:
         """Suspend until the children behind `handles` end; their results in handle order."""
 
+    async def wait_one(self, handle: StepHandle[T]) -> T:
+        """Suspend until the child behind `handle` ends; its result (or its error raised)."""
+        results = await self.wait([handle], return_exceptions=False)
+        return cast(T, results[0])
+
     @abstractmethod
     async def record(self, name: str, kind: str, make: Any) -> Any:
         """Journal `make()` once at this position; return the journaled value on replay."""
@@ -83,6 +94,126 @@ class ExecutionContext(ABC):
     @abstractmethod
     async def sleep(self, seconds: float) -> None:
         """Suspend the workflow for `seconds`, durably."""
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+@final
+class DurableCall(Generic[R]):
+    """A call of a step or workflow made inside a workflow, not yet awaited.
+
+    Awaited, it runs durably; passed un-awaited to `gather_durable` or
+    `flowz.schedule`, it runs as a child execution.
+    """
+
+    __slots__ = ("args", "definition", "kwargs")
+
+    def __init__(self, definition: Definition, args: tuple[Any, ...], kwargs: dict[str, Any]):
+        self.definition = definition
+        self.args = args
+        self.kwargs = kwargs
+
+    def __repr__(self) -> str:
+        return f"<flowz call {self.definition.name}>"
+
+    def __await__(self) -> Generator[Any, None, R]:
+        ctx = current_context()
+        if ctx is None:
+            raise UsageError(
+                f"{self!r} was awaited outside a running workflow: start a workflow with "
+                "`await wf.run(...)`, `wf.start(...)` or `flowz.run(wf, ...)`"
+            )
+        if self.definition.kind is Kind.STEP:
+            # The position is taken here, synchronously, in program order (see ExecutionContext).
+            return ctx.call_step(self).__await__()
+        return ctx.wait_one(ctx.schedule([self])[0]).__await__()
+
+
+@final
+class StepHandle(Generic[T]):
+    """A child execution scheduled by `flowz.schedule`; await it, or pass it to `wait_all`."""
+
+    __slots__ = ("definition", "index", "position")
+
+    def __init__(self, definition: Definition, position: int, index: int) -> None:
+        self.definition = definition
+        self.position = position
+        self.index = index
+
+    def __repr__(self) -> str:
+        return f"<StepHandle {self.definition.name} at {self.position}.{self.index}>"
+
+    def __await__(self) -> Generator[Any, None, T]:
+        ctx = current_context()
+        if ctx is None:
+            raise UsageError(
+                f"{self!r} was awaited outside the workflow that scheduled it: await it in "
+                "the workflow's body"
+            )
+        return ctx.wait_one(self).__await__()
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """How a workflow run is started: set with `wf.options(...)`."""
+
+    #: The run id; the same id never starts a second run (default: a new uuid4).
+    id: str | None = None
+    #: True, False or a `flowz.progress.ProgressView` (default: the settings' `progress`);
+    #: typed loosely here, below the views: `WorkflowFunction.options` types it.
+    progress: object = None
+
+
+_RESERVED = ("id", "progress")
+
+
+class DurableFunction(Generic[P, R]):
+    """What @step and @workflow return: the function, its journal name and its registry."""
+
+    def __init__(
+        self, definition: Definition, registry: Registry, options: RunOptions | None = None
+    ) -> None:
+        self.definition = definition
+        self.registry = registry
+        self.run_options = options or RunOptions()
+        functools.update_wrapper(cast(Callable[..., Any], self), definition.fn)
+
+    @property
+    def name(self) -> str:
+        """The journal name: `module:qualname` unless given with name=."""
+        return self.definition.name
+
+    @property
+    def fn(self) -> Callable[..., Any]:
+        """The undecorated function."""
+        return self.definition.fn
+
+    def _replace_options(self, **changes: Any) -> Any:
+        """A copy of this function whose run options have `changes`."""
+        copy = object.__new__(type(self))
+        copy.__dict__.update(self.__dict__)
+        copy.run_options = dataclasses.replace(self.run_options, **changes)
+        return copy
+
+
+def check_run_arguments(fn: DurableFunction[Any, Any], kwargs: dict[str, Any]) -> None:
+    """Refuse the old `wf.run(..., id=...)` spelling with the new one."""
+    misplaced = [name for name in _RESERVED if name in kwargs]
+    if misplaced:
+        name = misplaced[0]
+        raise UsageError(
+            f"{name}= is an option of the run, not an argument of {fn.name}: write "
+            f"`{fn.fn.__name__}.options({name}=...).run(...)` (or .start(...), or pass "
+            f"`{fn.fn.__name__}.options({name}=...)` to flowz.run)"
+        )
+
+
+def reserved_parameters() -> tuple[str, ...]:
+    """Parameter names a workflow may not use: they are run options."""
+    return _RESERVED
 
 
 _context: ContextVar[ExecutionContext | StepContext | None] = ContextVar(

@@ -1,123 +1,110 @@
-"""@step and @workflow: plain async functions in, durable units out."""
+"""@step and @workflow: plain async functions in, durable units out.
+
+The decorated function objects sit at the top of the package: `wf.run()` and
+`wf.start()` start runs through the runtime below them.
+"""
 
 from __future__ import annotations
 
-import functools
 import inspect
-from collections.abc import Callable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, final, overload
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, final, overload
 
-from ._context import ExecutionContext, current_context
+from ._client import Client
+from ._context import (
+    DurableCall,
+    DurableFunction,
+    check_run_arguments,
+    current_context,
+    reserved_parameters,
+)
 from ._registry import Definition, Registry, StepOptions, default_registry, journal_name
 from ._serde import Codec
 from ._types import Kind
 from .errors import UsageError
 
 if TYPE_CHECKING:
-    from ._runner import RunHandle
+    from ._client import RunHandle
+    from .progress import ProgressView
 
-__all__ = ["DurableCall", "StepFunction", "WorkflowFunction", "step", "workflow"]
+__all__ = ["StepFunction", "WorkflowFunction", "step", "workflow"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 @final
-class DurableCall(Generic[R]):
-    """A call of a step or workflow, not yet awaited.
+class StepFunction(DurableFunction[P, R]):
+    """A function decorated with @step.
 
-    Awaited inside a workflow it runs durably; outside, it is the plain function call.
-    Pass it un-awaited to `gather_durable` or `flowz.schedule` to run it as a child.
+    Called inside a workflow it returns a `DurableCall` to await (or to pass to
+    `gather_durable`). Called anywhere else it is the plain function: a sync step
+    returns its value, an async one a coroutine; nothing is journaled or retried.
     """
-
-    __slots__ = ("args", "definition", "kwargs")
-
-    def __init__(self, definition: Definition, args: tuple[Any, ...], kwargs: dict[str, Any]):
-        self.definition = definition
-        self.args = args
-        self.kwargs = kwargs
-
-    def __repr__(self) -> str:
-        return f"<flowz call {self.definition.name}>"
-
-    def __await__(self) -> Generator[Any, None, R]:
-        ctx = current_context()
-        if ctx is None:
-            return self._plain().__await__()
-        if self.definition.kind is Kind.STEP:
-            # The position is taken here, synchronously, in program order (see ExecutionContext).
-            return ctx.call_step(self).__await__()
-        return self._child(ctx).__await__()
-
-    async def _child(self, ctx: ExecutionContext) -> R:
-        [result] = await ctx.wait(ctx.schedule([self]), return_exceptions=False)
-        return result  # type: ignore[no-any-return]
-
-    async def _plain(self) -> R:
-        result = self.definition.fn(*self.args, **self.kwargs)
-        if inspect.isawaitable(result):
-            result = await result
-        return result  # type: ignore[no-any-return]
-
-
-class _Durable(Generic[P, R]):
-    def __init__(self, definition: Definition) -> None:
-        self.definition = definition
-        functools.update_wrapper(self, definition.fn)
-
-    @property
-    def name(self) -> str:
-        """The journal name: `module:qualname` unless given with name=."""
-        return self.definition.name
-
-    @property
-    def fn(self) -> Callable[..., Any]:
-        """The undecorated function."""
-        return self.definition.fn
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> DurableCall[R]:
-        return DurableCall(self.definition, args, kwargs)
-
-
-@final
-class StepFunction(_Durable[P, R]):
-    """A function decorated with @step."""
 
     def __repr__(self) -> str:
         return f"<flowz step {self.name}>"
 
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> DurableCall[R]:
+        if current_context() is None:
+            return cast(DurableCall[R], self.definition.fn(*args, **kwargs))
+        return DurableCall(self.definition, args, kwargs)
+
 
 @final
-class WorkflowFunction(_Durable[P, R]):
-    """A function decorated with @workflow."""
+class WorkflowFunction(DurableFunction[P, R]):
+    """A function decorated with @workflow.
+
+    Called inside a workflow it returns a `DurableCall` (a child workflow).
+    Start runs with `run`, `start`, `flowz.run` or a `flowz.Client`; awaiting a
+    call of it outside a workflow raises `UsageError` saying so.
+    """
 
     def __repr__(self) -> str:
         return f"<flowz workflow {self.name}>"
 
-    async def run(
-        self, *args: Any, id: str | None = None, progress: Any = None, **kwargs: Any
-    ) -> R:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> DurableCall[R]:
+        return DurableCall(self.definition, args, kwargs)
+
+    def options(
+        self, *, id: str | None = None, progress: bool | ProgressView | None = None
+    ) -> WorkflowFunction[P, R]:
+        """This workflow with run options: the run id, and the live view.
+
+        `id` makes starting idempotent: the same id never starts a second run, and a
+        run started again after a crash resumes. `progress` is True, False or a
+        `flowz.progress.ProgressView` (default: FLOWZ_PROGRESS).
+
+        Example:
+            >>> report = await crawl.options(id="crawl-2026-11-29").run(urls)
+            >>> flowz.run(crawl.options(id="crawl-1", progress=False), urls)
+        """
+        return cast(WorkflowFunction[P, R], self._replace_options(id=id, progress=progress))
+
+    async def run(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run to completion in this event loop (with an in-process worker); return the result.
 
-        `progress` is True, False or a `flowz.progress.ProgressView` (default: FLOWZ_PROGRESS).
+        Opens a client for the call (FLOWZ_* settings) and closes it before
+        returning; for many calls, or to choose the database in code, open a
+        `flowz.Client` once and use `client.run(wf, ...)`.
 
         Example:
             >>> report = await crawl.run(urls)  # in a notebook cell
         """
-        from ._runner import run_async  # the runner composes engine and store: a layer above
+        check_run_arguments(self, kwargs)
+        async with Client() as client:
+            return await client.run(self, *args, **kwargs)
 
-        return await run_async(self, args, kwargs, id=id, progress=progress)
-
-    async def start(self, *args: Any, id: str | None = None, **kwargs: Any) -> RunHandle[R]:
+    async def start(self, *args: P.args, **kwargs: P.kwargs) -> RunHandle[R]:
         """Enqueue a run for the workers and return its handle at once.
 
         Example:
-            >>> handle = await crawl.start(urls, id="crawl-2026-11-29")
+            >>> handle = await crawl.options(id="crawl-2026-11-29").start(urls)
             >>> report = await handle.result()
         """
-        from ._runner import start_async
-
-        return await start_async(self, args, kwargs, id=id)
+        check_run_arguments(self, kwargs)
+        async with Client() as client:
+            return await client.start(self, *args, **kwargs)
 
 
 def _definition(
@@ -131,11 +118,12 @@ def _definition(
             f"@workflow needs an async function, and {fn.__qualname__} is not: write "
             f"`async def {fn.__name__}(...)`"
         )
-    reserved = {"id", "progress"} & set(inspect.signature(fn).parameters)
+    reserved = set(reserved_parameters()) & set(inspect.signature(fn).parameters)
     if kind is Kind.WORKFLOW and reserved:
         raise UsageError(
             f"workflow {fn.__qualname__} has a parameter named {sorted(reserved)[0]!r}, which "
-            "flowz reserves (`flowz.run(wf, ..., id=..., progress=...)`): rename the parameter"
+            "flowz reserves for run options (`wf.options(id=..., progress=...)`): rename "
+            "the parameter"
         )
     full_name = name or journal_name(fn)
     definition = Definition(
@@ -172,7 +160,7 @@ def step(
     name: str | None = None,
     registry: Registry | None = None,
 ) -> Any:
-    """Make a function a durable step: journaled inside a workflow, plain outside.
+    """Make a function a durable step: journaled inside a workflow, a plain call outside.
 
     Args:
         fn: the function, when used as `@step` without parentheses.
@@ -182,7 +170,8 @@ def step(
         timeout: seconds one attempt may take; then it fails with StepTimeoutError.
         retry_on: exception types that are retried; others fail at once.
         name: the stable journal name (default `module:qualname`).
-        registry: where to register (default: the process-wide registry).
+        registry: where to register (default: the process-wide registry); a run of a
+            workflow of this registry is worked on by workers of the same registry.
 
     Example:
         >>> @step(retries=3, timeout=30)
@@ -203,9 +192,8 @@ def step(
     )
 
     def decorate(f: Callable[..., Any]) -> StepFunction[Any, Any]:
-        return StepFunction(
-            _definition(f, Kind.STEP, name, options, registry or default_registry())
-        )
+        chosen = registry or default_registry()
+        return StepFunction(_definition(f, Kind.STEP, name, options, chosen), chosen)
 
     return decorate if fn is None else decorate(fn)
 
@@ -233,7 +221,9 @@ def workflow(
     """Make an async function a durable workflow.
 
     Its body must be deterministic given its inputs and journaled results: use
-    steps for I/O and `flowz.now()`/`uuid4()`/`random()` for what varies.
+    steps for I/O and `flowz.now()`/`uuid4()`/`random()` for what varies. With
+    `registry=`, its runs are worked on by workers of that registry (`wf.run()`
+    and a `flowz.Client` pick it up; `flowz worker --registry MODULE:ATTR`).
 
     Example:
         >>> @workflow
@@ -243,8 +233,7 @@ def workflow(
     """
 
     def decorate(f: Callable[..., Any]) -> WorkflowFunction[Any, Any]:
-        return WorkflowFunction(
-            _definition(f, Kind.WORKFLOW, name, StepOptions(), registry or default_registry())
-        )
+        chosen = registry or default_registry()
+        return WorkflowFunction(_definition(f, Kind.WORKFLOW, name, StepOptions(), chosen), chosen)
 
     return decorate if fn is None else decorate(fn)

@@ -14,8 +14,7 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 import anyio.to_thread
 
-from ._context import ExecutionContext, StepContext, step_context
-from ._decorators import DurableCall
+from ._context import DurableCall, ExecutionContext, StepContext, StepHandle, step_context
 from ._events import (
     ChildFinished,
     ChildrenScheduled,
@@ -28,10 +27,9 @@ from ._events import (
     StepRetried,
     StepStarted,
 )
-from ._gather import StepHandle
 from ._registry import Definition, StepOptions
 from ._serde import dump_error, load_error
-from ._types import EntryKind, Kind, Status
+from ._types import EntryKind, Kind, Status, json_number, json_object
 from .errors import (
     NonDeterminismError,
     RunCancelledError,
@@ -198,8 +196,9 @@ class _Attempt(ExecutionContext):
                     return codec.load_result(entry.output)
                 raise load_error(entry.error)
             attempt = entry.attempt + 1  # a retry that suspended the workflow
-            if entry.output["retry_at"] > self.now():
-                await self._suspend_until(entry.output["retry_at"], None, "retry")
+            retry_at = json_number(json_object(entry.output)["retry_at"])
+            if retry_at > self.now():
+                await self._suspend_until(retry_at, None, "retry")
         codec.dump_args(call.args, call.kwargs)  # a bad argument fails here, at the call site
         await self.flush()
         options = definition.options
@@ -266,12 +265,13 @@ class _Attempt(ExecutionContext):
             )
         )
         if entry is not None:
-            if entry.output["width"] != len(calls):
+            width = json_object(entry.output)["width"]
+            if width != len(calls):
                 self.nondeterminism = NonDeterminismError(
                     self.row.id,
                     position,
                     f"{kind} {name} x{len(calls)}",
-                    f"{entry.kind} {entry.name} x{entry.output['width']}",
+                    f"{entry.kind} {entry.name} x{width}",
                 )
                 raise self.nondeterminism
             return handles
@@ -364,7 +364,7 @@ class _Attempt(ExecutionContext):
         position = self._next()
         entry = self._replayed(position, "flowz.sleep", EntryKind.SLEEP)
         if entry is not None:
-            wake_at = float(entry.output)
+            wake_at = json_number(entry.output)
             if wake_at > self.now():
                 await self._suspend_until(wake_at, None, "sleep")
             return

@@ -2,44 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable
-from typing import Any, Generic, Literal, TypeVar, final, overload
+import inspect
+from collections.abc import Iterable
+from typing import Any, Literal, TypeVar, overload
 
-from ._context import current_context
-from ._decorators import DurableCall
-from ._registry import Definition
+from ._context import DurableCall, ExecutionContext, StepHandle, current_context
 from .errors import UsageError
 
-__all__ = ["StepHandle", "gather_durable", "schedule", "wait_all"]
+__all__ = ["gather_durable", "schedule", "wait_all"]
 
 T = TypeVar("T")
 
 
-@final
-class StepHandle(Generic[T]):
-    """A child execution scheduled by `flowz.schedule`; await it, or pass it to `wait_all`."""
-
-    __slots__ = ("definition", "index", "position")
-
-    def __init__(self, definition: Definition, position: int, index: int) -> None:
-        self.definition = definition
-        self.position = position
-        self.index = index
-
-    def __repr__(self) -> str:
-        return f"<StepHandle {self.definition.name} at {self.position}.{self.index}>"
-
-    def __await__(self) -> Generator[Any, None, T]:
-        return self._result().__await__()
-
-    async def _result(self) -> T:
-        [result] = await wait_all([self])
-        return result  # type: ignore[no-any-return]
-
-
-def _require_context(what: str) -> Any:
+def _require_context(what: str, calls: Iterable[object] = ()) -> ExecutionContext:
     ctx = current_context()
     if ctx is None:
+        for call in calls:  # outside a workflow a step call is a plain coroutine: drop it
+            if inspect.iscoroutine(call):
+                call.close()
         raise UsageError(
             f"{what} runs children durably and works only inside a @workflow; outside one, "
             "await the calls directly (or use asyncio.gather / an anyio task group)"
@@ -48,14 +28,15 @@ def _require_context(what: str) -> Any:
 
 
 def _check_calls(calls: Iterable[object], what: str) -> list[DurableCall[Any]]:
-    checked = list(calls)
-    for call in checked:
+    checked: list[DurableCall[Any]] = []
+    for call in calls:
         if not isinstance(call, DurableCall):
             raise UsageError(
                 f"{what} takes calls of @step or @workflow functions, not yet awaited "
                 f"(like `fetch(url)`), got {call!r}"
             )
-    return checked  # type: ignore[return-value]
+        checked.append(call)
+    return checked
 
 
 def schedule(call: DurableCall[T]) -> StepHandle[T]:
@@ -68,9 +49,10 @@ def schedule(call: DurableCall[T]) -> StepHandle[T]:
         >>> h1, h2 = flowz.schedule(fetch(a)), flowz.schedule(fetch(b))
         >>> page_a, page_b = await flowz.wait_all([h1, h2])
     """
-    [call] = _check_calls([call], "flowz.schedule()")
-    [handle] = _require_context("flowz.schedule()").schedule([call])
-    return handle  # type: ignore[no-any-return]
+    ctx = _require_context("flowz.schedule()", [call])
+    [checked] = _check_calls([call], "flowz.schedule()")
+    [handle] = ctx.schedule([checked])
+    return handle
 
 
 async def wait_all(
@@ -88,7 +70,7 @@ async def wait_all(
                 f"flowz.wait_all() takes handles from flowz.schedule(), got {handle!r}"
             )
     ctx = _require_context("flowz.wait_all()")
-    return await ctx.wait(handles, return_exceptions)  # type: ignore[no-any-return]
+    return await ctx.wait(handles, return_exceptions)
 
 
 @overload
@@ -110,6 +92,6 @@ async def gather_durable(*calls: DurableCall[Any], return_exceptions: bool = Fal
     Example:
         >>> pages = await gather_durable(*(fetch(url) for url in urls))
     """
+    ctx = _require_context("gather_durable()", calls)
     checked = _check_calls(calls, "gather_durable()")
-    ctx = _require_context("gather_durable()")
-    return await ctx.wait(ctx.schedule(checked), return_exceptions)  # type: ignore[no-any-return]
+    return await ctx.wait(ctx.schedule(checked), return_exceptions)

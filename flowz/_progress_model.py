@@ -16,6 +16,7 @@ from ._events import (
     StepRetried,
     StepStarted,
 )
+from ._types import json_object
 from .store._protocol import ExecutionRow, JournalEntry
 
 __all__ = ["GatherLine", "ProgressModel", "RunNode", "StepLine"]
@@ -166,7 +167,8 @@ class ProgressModel:
             node = RunNode(row.id, row.name, status, row.started_at, row.finished_at)
             node.sleeping_until = row.run_at if status == "sleeping" else None
             if row.error:
-                node.error = f"{row.error.get('origin_type')}: {row.error.get('message')}"
+                error = json_object(row.error)
+                node.error = f"{error.get('origin_type')}: {error.get('message')}"
             for position, entry in sorted(journals.get(row.id, {}).items()):
                 if entry.kind in ("schedule", "gather"):
                     children = by_parent.get((row.id, position), [])

@@ -57,7 +57,21 @@ def journal_name(fn: Callable[..., Any]) -> str:
 
 
 class Registry:
-    """Maps journal names to definitions; a worker runs only what is registered here."""
+    """Maps journal names to functions; a worker runs only what is registered in its registry.
+
+    Decorators register in the process-wide default registry unless given
+    `registry=`. A run of a workflow of another registry is worked on by workers
+    of that registry: `wf.run()` and `flowz.Client.run()` pick it up from the
+    workflow, `flowz worker MODULE --registry MODULE:ATTR` serves it.
+
+    Example:
+        >>> billing = flowz.Registry()
+        >>> @flowz.step(registry=billing)
+        ... async def charge(amount: int) -> str: ...
+        >>> @flowz.workflow(registry=billing)
+        ... async def invoice(amount: int) -> str:
+        ...     return await charge(amount)
+    """
 
     def __init__(self) -> None:
         self._definitions: dict[str, Definition] = {}

@@ -9,13 +9,15 @@ import traceback
 import typing
 from collections.abc import Callable
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from pydantic import PydanticSchemaGenerationError, TypeAdapter, ValidationError
-from pydantic_core import PydanticSerializationError
+from pydantic_core import PydanticSerializationError, ValidationError
 
-from ._types import JSON
+from ._types import JSON, json_list, json_object
 from .errors import SerializationError, StepFailed
+
+if TYPE_CHECKING:
+    from pydantic import TypeAdapter
 
 __all__ = ["Codec", "dump_error", "dumps", "load_error", "loads"]
 
@@ -58,6 +60,9 @@ class Codec:
         cache: dict[str, TypeAdapter[Any]] = self.__dict__.setdefault("_adapters", {})
         adapter = cache.get(name)
         if adapter is None:
+            # pydantic's models load with the first adapter, not at `import flowz`.
+            from pydantic import PydanticSchemaGenerationError, TypeAdapter
+
             annotation = self._hints.get(name, Any)
             try:
                 adapter = TypeAdapter(annotation)
@@ -72,7 +77,7 @@ class Codec:
 
     def _dump(self, name: str, value: Any, what: str) -> JSON:
         try:
-            return self._adapter(name).dump_python(value, mode="json", warnings="error")
+            return cast(JSON, self._adapter(name).dump_python(value, mode="json", warnings="error"))
         except (PydanticSerializationError, ValueError, TypeError) as exc:
             annotation = self._hints.get(name)
             expected = "" if annotation is None else f" (annotated {_type_label(annotation)})"
@@ -130,15 +135,16 @@ class Codec:
         """The positional and keyword arguments stored by dump_args."""
         args: list[Any] = []
         kwargs: dict[str, Any] = {}
+        stored = json_object(data)
         for name, param in self.signature.parameters.items():
-            if name not in data:
+            if name not in stored:
                 continue
             what = f"parameter {name!r}"
-            value = data[name]
+            value = stored[name]
             if param.kind is inspect.Parameter.VAR_POSITIONAL:
-                args.extend(self._load(name, v, what) for v in value)
+                args.extend(self._load(name, v, what) for v in json_list(value))
             elif param.kind is inspect.Parameter.VAR_KEYWORD:
-                kwargs.update({k: self._load(name, v, what) for k, v in value.items()})
+                kwargs.update({k: self._load(name, v, what) for k, v in json_object(value).items()})
             elif param.kind is inspect.Parameter.POSITIONAL_ONLY:
                 args.append(self._load(name, value, what))
             elif param.kind is inspect.Parameter.KEYWORD_ONLY or any(
@@ -199,14 +205,15 @@ def _find_class(type_name: str) -> type[Exception] | None:
 
 def load_error(record: JSON) -> Exception:
     """Rebuild an exception from dump_error's record: its own type if possible, else StepFailed."""
-    type_name: str = record.get("origin_type") or record["type"]
-    message: str = record.get("message", "")
-    remote: str = record.get("traceback", "")
-    cls = _find_class(record["type"])
+    fields = json_object(record)
+    type_name = str(fields.get("origin_type") or fields["type"])
+    message = str(fields.get("message", ""))
+    remote = str(fields.get("traceback", ""))
+    cls = _find_class(str(fields["type"]))
     rebuilt: Exception | None = None
-    if cls is not None and record.get("args") is not None:
+    if cls is not None and fields.get("args") is not None:
         try:
-            rebuilt = cls(*record["args"])
+            rebuilt = cls(*json_list(fields["args"]))
         except Exception:
             rebuilt = None
     if rebuilt is None:

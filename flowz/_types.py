@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
-JSON: TypeAlias = Any
+JSON: TypeAlias = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
 """A value made of dict, list, str, int, float, bool and None only."""
 
 
@@ -52,3 +52,24 @@ class EntryKind(StrEnum):
     NOW = "now"
     UUID = "uuid"
     RANDOM = "random"
+
+
+def json_object(value: JSON) -> dict[str, JSON]:
+    """`value`, which flowz stored as a JSON object (an error, a gather's or a retry's entry)."""
+    if isinstance(value, dict):
+        return value
+    raise TypeError(f"flowz expected a stored JSON object here, found {value!r}")
+
+
+def json_list(value: JSON) -> list[JSON]:
+    """`value`, which flowz stored as a JSON array."""
+    if isinstance(value, list):
+        return value
+    raise TypeError(f"flowz expected a stored JSON array here, found {value!r}")
+
+
+def json_number(value: JSON) -> float:
+    """`value`, which flowz stored as a number (a time, a count)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    raise TypeError(f"flowz expected a stored number here, found {value!r}")

@@ -188,12 +188,12 @@ class Worker:
                 await anyio.sleep(0)  # let the new tasks start before claiming again
                 continue
             try:
-                due = await self.store.next_due_at(names, settings.queue)
+                due_in = await self.store.next_due_in(names, settings.queue)
             except StoreError:
-                due = None
+                due_in = None
             timeout = settings.poll_seconds
-            if due is not None:
-                timeout = max(0.0, min(timeout, due - time.time()))
+            if due_in is not None:
+                timeout = min(timeout, due_in)
             if timeout > 0:
                 try:
                     await self._idle_wait(

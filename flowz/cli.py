@@ -6,29 +6,23 @@ import importlib
 import json
 import logging
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import anyio
 import typer
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
 from . import __version__
+from ._client import Client
 from ._config import Settings
 from ._decorators import WorkflowFunction
 from ._progress_model import ProgressModel
-from ._registry import default_registry
-from ._runner import run_async, start_async
+from ._registry import Registry, default_registry
 from ._types import Status
 from ._worker import serve
 from .errors import FlowzError, NotAWorkflowError, RunNotFoundError, StoreError, UsageError
-from .progress import render_tree
-from .store import Store, open_store
-from .store._models import SCHEMA_VERSION
+from .store import Store, open_store, upgrade_schema
 
 __all__ = ["app", "main"]
 
@@ -56,10 +50,6 @@ RunId = Annotated[str, typer.Argument(help="The run id.")]
 
 class RunFailedError(FlowzError):
     """The workflow run ended in failure."""
-
-
-def _out() -> Console:
-    return Console(highlight=False)
 
 
 def _settings(db: str | None, **overrides: Any) -> Settings:
@@ -102,15 +92,21 @@ def load_module(spec: str) -> str:
     return spec
 
 
-def load_workflow(target: str) -> WorkflowFunction[Any, Any]:
-    """`module:workflow` or `path/to/file.py:workflow` to the decorated workflow."""
+def _load_attribute(target: str, what: str) -> object:
+    """`module:attr` or `path/to/file.py:attr` to the object."""
     module, sep, attr = target.rpartition(":")
     if not sep or not module or not attr:
-        raise UsageError(f"{target!r}: write MODULE:WORKFLOW, like pipeline:crawl")
+        raise UsageError(f"{target!r}: write MODULE:{what}, like pipeline:{what.lower()}")
     name = load_module(module)
     obj = getattr(sys.modules[name], attr, None)
     if obj is None:
         raise UsageError(f"module {name!r} has no attribute {attr!r}")
+    return obj
+
+
+def load_workflow(target: str) -> WorkflowFunction[Any, Any]:
+    """`module:workflow` or `path/to/file.py:workflow` to the decorated workflow."""
+    obj = _load_attribute(target, "WORKFLOW")
     if not isinstance(obj, WorkflowFunction):
         raise NotAWorkflowError(
             f"{target} is not a workflow: decorate it with @flowz.workflow ({obj!r})"
@@ -192,9 +188,9 @@ def run(
     settings = _settings(db)
 
     async def main() -> Any:
-        return await run_async(
-            wf, args, kwargs, id=id, settings=settings, progress=False if no_progress else None
-        )
+        async with Client(settings=settings) as client:
+            chosen = wf.options(id=id, progress=False if no_progress else None)
+            return await client.run(chosen, *args, **kwargs)
 
     try:
         result = anyio.run(main)
@@ -224,7 +220,8 @@ def start(
     settings = _settings(db)
 
     async def main() -> str:
-        return (await start_async(wf, args, kwargs, id=id, settings=settings)).id
+        async with Client(settings=settings) as client:
+            return (await client.start(wf.options(id=id), *args, **kwargs)).id
 
     typer.echo(anyio.run(main))
 
@@ -242,6 +239,13 @@ def worker(
     queue: Annotated[
         str | None, typer.Option(envvar="FLOWZ_QUEUE", help="Queue to take work from.")
     ] = None,
+    registry: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FLOWZ_REGISTRY",
+            help="MODULE:ATTR of a flowz.Registry to serve instead of the default one.",
+        ),
+    ] = None,
 ) -> None:
     """Run workflows and steps from MODULES until SIGINT or SIGTERM.
 
@@ -250,8 +254,16 @@ def worker(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     for module in modules:
         load_module(module)
+    served = default_registry() if registry is None else _load_registry(registry)
     settings = _settings(db, concurrency=concurrency, queue=queue)
-    _with_store(settings, lambda store: serve(store, default_registry(), settings))
+    _with_store(settings, lambda store: serve(store, served, settings))
+
+
+def _load_registry(target: str) -> Registry:
+    obj = _load_attribute(target, "REGISTRY")
+    if not isinstance(obj, Registry):
+        raise UsageError(f"--registry {target}: {obj!r} is not a flowz.Registry")
+    return obj
 
 
 async def _run_row(store: Store, run_id: str) -> Any:
@@ -284,14 +296,9 @@ def list_runs(
     """List the newest runs as a table."""
     if status is not None and status not in {s.value for s in Status}:
         raise UsageError(f"--status {status!r}: use one of {', '.join(s.value for s in Status)}")
-    rows = _with_store(_settings(db), lambda store: store.list_runs(status, limit))
-    table = Table("workflow", "status", "started", "duration")
-    table.add_column("id", overflow="fold")
-    for row in rows:
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.created_at))
-        duration = f"{row.finished_at - row.created_at:.2f}s" if row.finished_at else ""
-        table.add_row(row.name, row.status, started, duration, row.id)
-    _out().print(table)
+    from .progress import print_runs
+
+    print_runs(_with_store(_settings(db), lambda store: store.list_runs(status, limit)))
 
 
 async def _model(store: Store, run_id: str) -> ProgressModel:
@@ -304,29 +311,27 @@ async def _model(store: Store, run_id: str) -> ProgressModel:
 @app.command()
 def show(run_id: RunId, db: DbOption = None) -> None:
     """Show a run's journal and children as a tree, outputs truncated."""
-    model = _with_store(_settings(db), lambda store: _model(store, run_id))
-    _out().print(render_tree(model))
+    from .progress import print_tree
+
+    print_tree(_with_store(_settings(db), lambda store: _model(store, run_id)))
 
 
 @app.command()
 def watch(run_id: RunId, db: DbOption = None) -> None:
     """Follow a run executing on any worker, live, until it ends."""
+    from .progress import LiveTree
+
     settings = _settings(db)
 
     async def follow(store: Store) -> None:
         model = await _model(store, run_id)
-        with Live(render_tree(model), console=_out(), refresh_per_second=4) as live:
-            while (
-                model.root is None
-                or not Status(
-                    model.root.status
-                    if model.root.status in {s.value for s in Status}
-                    else "running"
-                ).is_terminal
-            ):
-                await store.wait_for_change(0.5)
+        with LiveTree(model) as live:
+            while model.root is None or model.root.status not in _ENDED:
+                mark = store.change_mark()
                 model = await _model(store, run_id)
-                live.update(render_tree(model))
+                live.update(model)
+                await store.wait_for_change(0.5, mark)
+            live.update(model)
 
     _with_store(settings, follow)
 
@@ -355,12 +360,12 @@ def retry(run_id: RunId, db: DbOption = None) -> None:
 @db_app.command("upgrade")
 def db_upgrade(db: DbOption = None) -> None:
     """Create the schema, or bring an older one to this version of flowz."""
+    from .store._sql import SCHEMA_VERSION
 
-    async def noop(store: Store) -> None:
-        return None
-
-    _with_store(_settings(db), noop)
-    typer.echo(f"schema at version {SCHEMA_VERSION}")
+    done = anyio.run(upgrade_schema, _settings(db))
+    for line in done:
+        typer.echo(line)
+    typer.echo(f"schema at v{SCHEMA_VERSION}" + ("" if done else ": nothing to do"))
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from rich.console import Console, Group, RenderableType
@@ -30,8 +30,9 @@ from ._events import (
     StepRetried,
 )
 from ._progress_model import GatherLine, ProgressModel, RunNode, StepLine
+from .store._protocol import ExecutionRow
 
-__all__ = ["ProgressView", "render_tree"]
+__all__ = ["LiveTree", "ProgressView", "print_runs", "print_tree", "render_tree"]
 
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 _MARKS = {"succeeded": "[green]✓[/]", "failed": "[red]✗[/]", "cancelled": "[yellow]⊘[/]"}
@@ -254,3 +255,37 @@ class ProgressView:
                 Text(outcome if len(outcome) <= 300 else outcome[:297] + "...", style="dim"),
             )
         )
+
+
+def print_tree(model: ProgressModel) -> None:
+    """Print a run's tree once (`flowz show`)."""
+    Console(highlight=False).print(render_tree(model))
+
+
+def print_runs(rows: Sequence[ExecutionRow]) -> None:
+    """Print runs as a table (`flowz list`)."""
+    table = Table("workflow", "status", "started", "duration")
+    table.add_column("id", overflow="fold")
+    for row in rows:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.created_at))
+        duration = f"{row.finished_at - row.created_at:.2f}s" if row.finished_at else ""
+        table.add_row(row.name, row.status, started, duration, row.id)
+    Console(highlight=False).print(table)
+
+
+class LiveTree:
+    """A run's tree redrawn in place as its model is replaced (`flowz watch`)."""
+
+    def __init__(self, model: ProgressModel) -> None:
+        self._live = Live(render_tree(model), console=Console(highlight=False))
+
+    def __enter__(self) -> LiveTree:
+        self._live.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._live.stop()
+
+    def update(self, model: ProgressModel) -> None:
+        """Draw this state of the run."""
+        self._live.update(render_tree(model), refresh=True)

@@ -79,4 +79,4 @@ async def sleepy(x: int) -> int:
 
 if __name__ == "__main__":
     chosen = {"three_steps": three_steps, "fan": fan, "sleepy": sleepy}[sys.argv[1]]
-    print(flowz.run(chosen, int(sys.argv[2]), id=sys.argv[3]))
+    print(flowz.run(chosen.options(id=sys.argv[3]), int(sys.argv[2])))

@@ -51,7 +51,7 @@ if __name__ == "__main__" and sys.argv[1] == "state":
     print("STATE", json.dumps(state(Path(os.environ["FLOWZ_DATABASE_URL"][len("sqlite:///") :]))))
 elif __name__ == "__main__":
     try:
-        print(flowz.run(fill, int(sys.argv[1]), id=sys.argv[2], progress=False))
+        print(flowz.run(fill.options(id=sys.argv[2], progress=False), int(sys.argv[1])))
     except flowz.StoreError as exc:
         print(f"{type(exc).__name__}: {exc}")
         sys.exit(3)

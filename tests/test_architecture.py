@@ -1,77 +1,131 @@
-"""Imports point one way: vocabulary <- store <- engine <- runner/worker (style.md)."""
+"""Imports point one way, each module on its own rank (style.md); heavy libraries load late.
+
+Every import counts: module level, function level and under TYPE_CHECKING.
+"""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).parents[1] / "flowz"
 
-# Each module may import only flowz modules of its own layer or below.
-LAYERS = {
-    "errors": 0, "_types": 0, "_config": 0, "_serde": 0, "_events": 0,
-    "store": 1, "store._protocol": 1, "store._models": 1, "store._sqlite": 1,
-    "store._postgres": 1, "store._rows": 1, "store._batch": 1,
-    "_progress_model": 1, "progress": 1,
-    "_registry": 2, "_context": 2, "_decorators": 2, "_gather": 2, "_engine": 2,
-    "_worker": 3, "_runner": 3, "cli": 4, "__main__": 4,
-}  # fmt: skip
-# Third-party packages that only one place may import.
-OWNERS = {"sqlmodel": "store", "sqlalchemy": "store", "sqlite3": "store", "psycopg": "store"}
+# Bottom to top: a module may import only modules listed before it. `flowz/__init__.py`
+# re-exports the API and is exempt.
+ORDER = [
+    # vocabulary
+    "errors", "_types", "_clock", "_config", "_serde", "_events",
+    # storage: protocol, shared policy, adapters (loaded when their URL is opened)
+    "store._protocol", "store._sql", "store._batch", "store._models", "store._migrate",
+    "store._sqlite", "store._pg_connection", "store._postgres", "store",
+    # views
+    "_progress_model", "progress",
+    # the call protocol, then the engine
+    "_registry", "_context", "_gather", "_engine",
+    # runtime
+    "_worker", "_client", "_runner",
+    # face
+    "_decorators", "testing", "cli", "__main__",
+]  # fmt: skip
+RANK = {name: rank for rank, name in enumerate(ORDER)}
+# Third-party packages and the flowz modules that alone may import them.
+OWNERS = {
+    "sqlmodel": {"store._models"},
+    "sqlalchemy": {"store._models", "store._migrate"},
+    "sqlite3": {"store._sqlite"},
+    "psycopg": {"store._pg_connection", "store._postgres"},
+    "psycopg_pool": {"store._pg_connection"},
+    "rich": {"progress"},
+    "typer": {"cli"},
+}
+# What `import flowz` must not load (style.md: heavy libraries load when first used).
+HEAVY = ("sqlalchemy", "sqlmodel", "psycopg", "rich", "typer", "pydantic.main", "asyncio")
 
 
 def module_name(path: Path) -> str:
     return ".".join(path.relative_to(PACKAGE).with_suffix("").parts).removesuffix(".__init__")
 
 
-def flowz_imports(path: Path) -> list[tuple[str, bool]]:
-    """(imported flowz module, imported at module level?) for every import in the file."""
+def imports_of(path: Path) -> list[str]:
+    """Every module the file imports, at any depth: flowz modules by name, others with '!'."""
     name = module_name(path)
-    package = name.rsplit(".", 1)[0] if "." in name or path.name == "__init__.py" else ""
-    if path.name == "__init__.py":
-        package = name
-    tree = ast.parse(path.read_text())
-    top_level = {id(node) for node in tree.body}
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = []
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.level:
             base = package.split(".") if package else []
-            base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
-            target = ".".join([*base, *(node.module.split(".") if node.module else [])])
-            found.append((target, id(node) in top_level))
-        elif isinstance(node, ast.ImportFrom | ast.Import):
-            names = (
-                [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
-            )
-            found.extend((f"!{n}", id(node) in top_level) for n in names if n)
+            base = base[: len(base) - (node.level - 1)]
+            module = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            # `from . import _client` names a module; `from ._x import y` names _x.
+            submodules = [f"{module}.{a.name}".lstrip(".") for a in node.names]
+            named = [m for m in submodules if m in RANK]
+            found.extend(named or [module])
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.append(f"!{node.module}")
+        elif isinstance(node, ast.Import):
+            found.extend(f"!{a.name}" for a in node.names)
     return found
 
 
-def test_flowz_modules_import_only_their_layer_or_below() -> None:
-    for path in PACKAGE.rglob("*.py"):
-        name = module_name(path)
-        if name not in LAYERS:
-            continue
-        for target, top_level in flowz_imports(path):
-            if target.startswith("!") or target not in LAYERS:
-                continue
-            # A function-level import upward is the one allowed back-reference (wf.run -> runner).
-            if top_level:
-                assert LAYERS[target] <= LAYERS[name], f"{name} imports {target} (a layer above)"
+def modules() -> list[tuple[str, Path]]:
+    found = [(module_name(p), p) for p in sorted(PACKAGE.rglob("*.py"))]
+    return [(name, path) for name, path in found if name != "__init__"]
 
 
-def test_third_party_packages_have_one_owner() -> None:
-    for path in PACKAGE.rglob("*.py"):
-        name = module_name(path)
-        for target, _ in flowz_imports(path):
+def test_every_module_has_a_rank() -> None:
+    assert sorted(name for name, _ in modules()) == sorted(ORDER)
+
+
+def test_imports_point_down_only_so_there_is_no_cycle() -> None:
+    violations = [
+        f"{name} (rank {RANK[name]}) imports {target} (rank {RANK[target]})"
+        for name, path in modules()
+        for target in imports_of(path)
+        if target in RANK and RANK[target] >= RANK[name]
+    ]
+    assert violations == []
+
+
+def test_the_engine_sees_only_the_store_protocol_and_no_view() -> None:
+    for name in ("_registry", "_context", "_gather", "_engine"):
+        for target in imports_of(PACKAGE / f"{name}.py"):
+            if target.startswith("store") or target in ("progress", "_progress_model"):
+                assert target == "store._protocol", (name, target)
+
+
+def test_third_party_packages_have_owners() -> None:
+    for name, path in modules():
+        for target in imports_of(path):
             package = target.removeprefix("!").split(".")[0]
             if target.startswith("!") and package in OWNERS:
-                assert name.startswith(OWNERS[package]), f"{name} imports {package}"
+                assert name in OWNERS[package], f"{name} imports {package}"
 
 
 def test_pickle_is_never_imported() -> None:
-    for path in PACKAGE.rglob("*.py"):
-        assert all(
-            target.removeprefix("!").split(".")[0] not in ("pickle", "marshal", "shelve")
-            for target, _ in flowz_imports(path)
+    for _, path in modules():
+        assert not any(
+            t.removeprefix("!").split(".")[0] in ("pickle", "marshal", "shelve")
+            for t in imports_of(path)
         ), path
+
+
+def loaded_after(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}\nimport sys\nprint(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return {m for m in out if m.split(".")[0] in {h.split(".")[0] for h in HEAVY}}
+
+
+def test_import_flowz_loads_no_heavy_library() -> None:
+    loaded = loaded_after("import flowz")
+    assert [h for h in HEAVY if h in loaded] == []
+
+
+def test_the_command_line_loads_only_what_a_command_needs() -> None:
+    loaded = loaded_after("import flowz.cli")
+    assert [h for h in ("sqlalchemy", "sqlmodel", "psycopg", "rich") if h in loaded] == []

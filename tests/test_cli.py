@@ -155,7 +155,7 @@ def test_the_real_command_line(cli_env: dict[str, str]) -> None:
         (["list"], "sub"),
         (["show", "sub"], "5/5"),
         (["watch", "sub"], "succeeded"),
-        (["db", "upgrade"], "schema at version"),
+        (["db", "upgrade"], "schema at v2"),
     ]:
         done = flowz(env, *args)
         assert done.returncode == 0 and expected in done.stdout, (args, done.stderr)

@@ -64,9 +64,9 @@ async def test_sleeps_and_retries_wait_as_long_on_a_worker_whose_clock_is_off(
     monkeypatch.setenv("FLOWZ_POLL_SECONDS", "0.2")
     before = database_now(postgres_url)
     key = f"clock{skewed_clock:+.0f}"
-    handle = await clocked.start(key, id=key)
+    handle = await clocked.options(id=key).start(key)
     with anyio.fail_after(30):  # an hour ahead, a stored wake-up would be an hour late
-        stamp, result = await clocked.run(key, id=key, progress=False)
+        stamp, result = await clocked.options(id=key, progress=False).run(key)
     after = database_now(postgres_url)
     assert result == "ok" and attempts[key] == 2
 

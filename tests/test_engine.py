@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import inspect
 import threading
 import time
 import uuid
@@ -78,16 +80,34 @@ async def arithmetic(x: int) -> int:
     return await add(z, 0)
 
 
-def test_a_step_outside_a_workflow_is_a_plain_call() -> None:
-    async def main() -> tuple[int, int]:
-        return await add(2, 3), await multiply(2, 3)
+def test_a_step_outside_a_workflow_is_a_plain_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    # A sync step returns its value; an async step returns a coroutine, as undecorated.
+    assert multiply(2, 3) == 6
+    coroutine = add(2, 3)
+    assert inspect.iscoroutine(coroutine)
+    assert asyncio.run(coroutine) == 5
 
-    assert anyio.run(main) == (5, 6)
-    assert calls["add"] == 1 and calls["multiply"] == 1
+    async def together() -> list[int]:
+        return list(await asyncio.gather(add(1, 1), add(2, 2)))  # noqa: TID251
+
+    assert asyncio.run(together()) == [2, 4]
+    assert calls["add"] == 3 and calls["multiply"] == 1
+    assert not (tmp_path / ".flowz").exists()  # nothing journaled: no database was made
+
+
+def test_a_workflow_awaited_outside_a_run_says_how_to_start_it() -> None:
+    async def main() -> int:
+        return await arithmetic(4)
+
+    with pytest.raises(UsageError, match=r"outside a running workflow: start a workflow with"):
+        anyio.run(main)
 
 
 def test_inline_steps_run_and_are_journaled(database_url: str) -> None:
-    assert flowz.run(arithmetic, 4, id="a1") == 50
+    assert flowz.run(arithmetic.options(id="a1"), 4) == 50
     assert calls["add"] == 2 and calls["multiply"] == 1
     assert calls["thread:False"] == 1, "a sync step runs in a worker thread"
     journal = anyio.run(journal_of, "a1")
@@ -96,9 +116,9 @@ def test_inline_steps_run_and_are_journaled(database_url: str) -> None:
 
 
 def test_a_finished_run_returns_its_stored_result_without_running(database_url: str) -> None:
-    assert flowz.run(arithmetic, 4, id="a2") == 50
+    assert flowz.run(arithmetic.options(id="a2"), 4) == 50
     calls.clear()
-    assert flowz.run(arithmetic, 4, id="a2") == 50
+    assert flowz.run(arithmetic.options(id="a2"), 4) == 50
     assert calls == Counter()
 
 
@@ -111,14 +131,14 @@ async def fails_after_two_steps(x: int) -> int:
 
 def test_retry_replays_completed_steps_and_reruns_the_failed_one(database_url: str) -> None:
     with pytest.raises(Boom, match="first call of 4"):
-        flowz.run(fails_after_two_steps, 1, id="r1")
+        flowz.run(fails_after_two_steps.options(id="r1"), 1)
     assert (calls["add"], calls["multiply"], calls["explode:4"]) == (1, 1, 1)
 
     async def retry() -> int:
-        handle = await fails_after_two_steps.start(1, id="r1")
+        handle = await fails_after_two_steps.options(id="r1").start(1)
         assert await handle.status() == flowz.Status.FAILED
         await handle.retry()
-        return await fails_after_two_steps.run(1, id="r1")
+        return await fails_after_two_steps.options(id="r1").run(1)
 
     assert anyio.run(retry) == 4
     assert (calls["add"], calls["multiply"], calls["explode:4"]) == (1, 1, 2)
@@ -126,10 +146,10 @@ def test_retry_replays_completed_steps_and_reruns_the_failed_one(database_url: s
 
 def test_a_rebuilt_error_carries_the_remote_traceback(database_url: str) -> None:
     with pytest.raises(Boom) as first:
-        flowz.run(fails_after_two_steps, 5, id="tb")
+        flowz.run(fails_after_two_steps.options(id="tb"), 5)
     del first
     with pytest.raises(Boom) as stored:
-        flowz.run(fails_after_two_steps, 5, id="tb")
+        flowz.run(fails_after_two_steps.options(id="tb"), 5)
     assert any("Remote traceback" in note for note in stored.value.__notes__)
     assert any("explode_once" in note for note in stored.value.__notes__)
 
@@ -148,13 +168,13 @@ def make_versioned(version: int) -> flowz.WorkflowFunction[[int], int]:
 
 def test_changing_the_workflow_between_runs_raises_non_determinism(database_url: str) -> None:
     with pytest.raises(Boom):
-        flowz.run(make_versioned(1), 7, id="nd")
+        flowz.run(make_versioned(1).options(id="nd"), 7)
     changed = make_versioned(2)
 
     async def retry() -> None:
-        handle = await changed.start(7, id="nd")
+        handle = await changed.options(id="nd").start(7)
         await handle.retry()
-        await changed.run(7, id="nd")
+        await changed.options(id="nd").run(7)
 
     with pytest.raises(NonDeterminismError) as caught:
         anyio.run(retry)
@@ -168,9 +188,9 @@ def test_changing_the_workflow_between_runs_raises_non_determinism(database_url:
     restored = make_versioned(1)
 
     async def retry_restored() -> int:
-        handle = await restored.start(7, id="nd")
+        handle = await restored.options(id="nd").start(7)
         await handle.retry()
-        return await restored.run(7, id="nd")
+        return await restored.options(id="nd").run(7)
 
     assert anyio.run(retry_restored) == 7
 
@@ -205,13 +225,13 @@ async def gathers_flaky(tag: str) -> list[str]:
 
 
 def test_a_step_that_fails_twice_succeeds_on_its_third_attempt(database_url: str) -> None:
-    assert flowz.run(uses_flaky, "x", id="f1") == "x ok after 3"
+    assert flowz.run(uses_flaky.options(id="f1"), "x") == "x ok after 3"
     entry = anyio.run(journal_of, "f1")[0]
     assert entry.attempt == 3 and entry.status == "succeeded"  # type: ignore[attr-defined]
 
 
 def test_a_child_step_is_retried_by_its_own_policy(database_url: str) -> None:
-    assert flowz.run(gathers_flaky, "g", id="f2") == ["g-child ok after 3"]
+    assert flowz.run(gathers_flaky.options(id="f2"), "g") == ["g-child ok after 3"]
     row = anyio.run(row_of, "f2/0/0")
     assert row.attempt == 3 and row.status == "succeeded"  # type: ignore[attr-defined]
 
@@ -261,7 +281,7 @@ async def suspends_for_a_retry(tag: str) -> str:
 
 def test_a_long_retry_delay_suspends_the_workflow(database_url: str) -> None:
     async def main() -> tuple[str, object]:
-        handle = await suspends_for_a_retry.start("s", id="long")
+        handle = await suspends_for_a_retry.options(id="long").start("s")
         store = await open_store(Settings.from_env())
         from flowz._registry import default_registry
         from flowz._worker import Worker
@@ -296,13 +316,13 @@ async def timestamps() -> tuple[dt.datetime, uuid.UUID, float]:
 
 def test_now_uuid4_and_random_replay_the_same_values(database_url: str) -> None:
     with pytest.raises(Boom):
-        flowz.run(timestamps, id="h")
+        flowz.run(timestamps.options(id="h"))
     first = anyio.run(journal_of, "h")
 
     async def retry() -> tuple[dt.datetime, uuid.UUID, float]:
-        handle = await timestamps.start(id="h")
+        handle = await timestamps.options(id="h").start()
         await handle.retry()
-        return await timestamps.run(id="h")
+        return await timestamps.options(id="h").run()
 
     moment, ident, chance = anyio.run(retry)
     assert moment.isoformat() == first[0].output  # type: ignore[attr-defined]
@@ -324,7 +344,7 @@ def test_a_durable_sleep_frees_the_worker_and_survives_a_restart(database_url: s
         from flowz._worker import Worker
 
         settings = Settings.from_env()
-        handle = await sleeper.start(1.0, id="sl")
+        handle = await sleeper.options(id="sl").start(1.0)
         store = await open_store(settings)
         worker = Worker(store, default_registry(), settings)
         async with anyio.create_task_group() as tg:
@@ -338,7 +358,7 @@ def test_a_durable_sleep_frees_the_worker_and_survives_a_restart(database_url: s
         assert row is not None and row.status == "pending" and row.run_at > time.time()
         await store.aclose()
         # A new worker (as after a restart) finds the timer in the database.
-        return await sleeper.run(1.0, id="sl") and await handle.result()
+        return await sleeper.options(id="sl").run(1.0) and await handle.result()
 
     started = time.monotonic()
     assert anyio.run(main) == "woke"
@@ -348,16 +368,16 @@ def test_a_durable_sleep_frees_the_worker_and_survives_a_restart(database_url: s
 
 def test_idempotent_start_by_id(database_url: str) -> None:
     async def main() -> None:
-        first = await arithmetic.start(1, id="same")
-        second = await arithmetic.start(99, id="same")
+        first = await arithmetic.options(id="same").start(1)
+        second = await arithmetic.options(id="same").start(99)
         assert first.id == second.id == "same"
-        assert await arithmetic.run(99, id="same") == 20
+        assert await arithmetic.options(id="same").run(99) == 20
         store = await open_store(Settings.from_env())
         rows = await store.list_executions("same")
         await store.aclose()
         assert len(rows) == 1 and rows[0].input == {"x": 1}
         with pytest.raises(UsageError, match="already belongs to a run of"):
-            await uses_flaky.start("z", id="same")
+            await uses_flaky.options(id="same").start("z")
 
     anyio.run(main)
 
@@ -375,7 +395,7 @@ async def keys() -> list[str]:
 
 
 def test_idempotency_keys_are_stable_and_distinct(database_url: str) -> None:
-    assert flowz.run(keys, id="k") == ["k#0", "k/1/0#0", "k/1/1#0"]
+    assert flowz.run(keys.options(id="k")) == ["k#0", "k/1/0#0", "k/1/1#0"]
     with pytest.raises(UsageError, match="outside a step"):
         flowz.current_step()
 
@@ -395,11 +415,11 @@ async def concurrent_inline(n: int) -> list[int]:
 
 
 def test_concurrent_inline_steps_replay_in_program_order(database_url: str) -> None:
-    assert flowz.run(concurrent_inline, 5, id="c") == [100, 101, 102, 103, 104]
+    assert flowz.run(concurrent_inline.options(id="c"), 5) == [100, 101, 102, 103, 104]
     journal = anyio.run(journal_of, "c")
     assert sorted(journal) == [0, 1, 2, 3, 4]
     calls.clear()
-    assert flowz.run(concurrent_inline, 5, id="c") == [100, 101, 102, 103, 104]
+    assert flowz.run(concurrent_inline.options(id="c"), 5) == [100, 101, 102, 103, 104]
     assert calls["add"] == 0
 
 
@@ -444,7 +464,7 @@ async def passes_opaque(kind: str) -> str:
 
 def test_a_non_serialisable_run_input_fails_before_anything_is_stored(database_url: str) -> None:
     with pytest.raises(SerializationError) as caught:
-        flowz.run(arithmetic, object(), id="bad")  # type: ignore[arg-type]
+        flowz.run(arithmetic.options(id="bad"), object())  # type: ignore[arg-type]
     message = str(caught.value)
     assert "arithmetic" in message and "'x'" in message and "object" in message
     assert anyio.run(row_of, "bad") is None
@@ -457,7 +477,7 @@ def test_a_non_serialisable_step_value_fails_the_run_naming_step_and_value(
     database_url: str, kind: str, named: str
 ) -> None:
     with pytest.raises(SerializationError) as caught:
-        flowz.run(passes_opaque, kind, id=kind)
+        flowz.run(passes_opaque.options(id=kind), kind)
     message = str(caught.value)
     assert named in message and "Opaque" in message
     step_name = takes_anything.name if kind == "argument" else returns_opaque.name
@@ -473,14 +493,14 @@ def test_a_run_held_by_a_silent_worker_elsewhere_is_taken_over_when_its_lease_ex
 
     async def main() -> int:
         settings = Settings.from_env()
-        await arithmetic.start(2, id="held")
+        await arithmetic.options(id="held").start(2)
         store = await open_store(settings)
         # A worker on another machine claims the run, then goes silent (no heartbeat).
         [claim] = await store.claim("elsewhere:1:x", [arithmetic.name], "default", 1, 0.6)
         assert claim.execution.id == "held"
         await store.aclose()
         started = time.monotonic()
-        result = await arithmetic.run(2, id="held")
+        result = await arithmetic.options(id="held").run(2)
         assert time.monotonic() - started >= 0.3  # it waited for the lease to expire
         return result
 
@@ -507,7 +527,7 @@ async def sync_key_and_unstorable() -> str:
 
 def test_sync_steps_see_their_context_and_usage_errors_are_not_retried(database_url: str) -> None:
     with pytest.raises(SerializationError):
-        flowz.run(sync_key_and_unstorable, id="sk")
+        flowz.run(sync_key_and_unstorable.options(id="sk"))
     assert attempts_of_unstorable["n"] == 1
     assert anyio.run(journal_of, "sk")[0].output == "sk#0"  # type: ignore[attr-defined]
 
@@ -545,7 +565,7 @@ def test_cancelling_a_run_stops_its_running_step_at_the_next_heartbeat(
     monkeypatch.setenv("FLOWZ_LEASE_SECONDS", "0.6")  # heartbeat every 0.2 s
 
     async def main() -> None:
-        handle = await cancellable.start("c1", id="cancel-me")
+        handle = await cancellable.options(id="cancel-me").start("c1")
         async with anyio.create_task_group() as tg:
 
             async def cancel_when_running() -> None:
@@ -558,7 +578,7 @@ def test_cancelling_a_run_stops_its_running_step_at_the_next_heartbeat(
 
             tg.start_soon(cancel_when_running)
             with pytest.raises(flowz.RunCancelledError):
-                await cancellable.run("c1", id="cancel-me", progress=False)
+                await cancellable.options(id="cancel-me", progress=False).run("c1")
         assert await handle.status() == flowz.Status.CANCELLED
 
     stopped.clear()
@@ -590,7 +610,7 @@ def test_a_stored_run_naming_an_arbitrary_function_is_never_called(
         worker = Worker(store, default_registry(), Settings.from_env())
         async with anyio.create_task_group() as tg:
             tg.start_soon(worker.run)
-            await arithmetic.start(1, id="legit")
+            await arithmetic.options(id="legit").start(1)
             while (row := await store.get_execution("legit")) is None or row.status != "succeeded":
                 await store.wait_for_change(0.05)
             worker.stop()
@@ -624,16 +644,16 @@ def test_a_store_failure_in_a_durable_call_is_not_the_workflows_to_catch(
 
     monkeypatch.setattr(store_class, "append_journal", full_disk)
     with pytest.raises(StoreNotWritableError, match="simulated"):
-        flowz.run(swallows_everything, 1, id="swallow", progress=False)
+        flowz.run(swallows_everything.options(id="swallow", progress=False), 1)
     row = anyio.run(row_of, "swallow")
     assert row.status in ("pending", "running")  # type: ignore[attr-defined]
 
     monkeypatch.setattr(store_class, "append_journal", real_append)
-    assert flowz.run(swallows_everything, 1, id="swallow", progress=False) == "ran 2"
+    assert flowz.run(swallows_everything.options(id="swallow", progress=False), 1) == "ran 2"
 
 
 @pytest.mark.anyio
-async def test_runs_awaited_one_after_another_share_a_worker_that_still_reaps(
+async def test_runs_of_one_client_share_a_worker_that_still_reaps(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import socket
@@ -642,10 +662,11 @@ async def test_runs_awaited_one_after_another_share_a_worker_that_still_reaps(
     from flowz.store._protocol import NewExecution
 
     monkeypatch.setenv("FLOWZ_LEASE_SECONDS", "0.3")  # a reused worker reaps every lease/3
-    assert await arithmetic.run(1, progress=False) == 20
-    store = await open_store(Settings.from_env())
-    try:
-        [parked] = await store.list_workers()  # registered once for this event loop
+    quiet = arithmetic.options(progress=False)
+    async with flowz.Client() as client:
+        store = client.store
+        assert await client.run(quiet, 1) == 20
+        [parked] = await store.list_workers()  # registered once for this client
         # A run held by a worker process of this host that died (kill -9) meanwhile.
         dead = subprocess.Popen(["true"])
         dead.wait()
@@ -662,12 +683,12 @@ async def test_runs_awaited_one_after_another_share_a_worker_that_still_reaps(
         assert await store.claim("dead-worker", [arithmetic.name], "default", 1, 600) != []
         await anyio.sleep(0.15)  # longer than lease/3 since the last reap: time must pass here
 
-        assert await arithmetic.run(3, progress=False) == 40
+        assert await client.run(quiet, 3) == 40
         assert [w.id for w in await store.list_workers()] == [parked.id]
         orphan = await store.get_execution("orphan")
         assert orphan is not None and orphan.status == "succeeded" and orphan.output == 30
-    finally:
-        await store.aclose()
+    async with flowz.Client() as client:
+        assert await client.store.list_workers() == []  # closing the client deregistered it
 
 
 @pytest.mark.anyio
@@ -693,7 +714,7 @@ async def test_work_a_worker_could_not_give_back_is_taken_up_again_when_its_leas
         monkeypatch.setattr(store_class, name, failing_once)
     monkeypatch.setenv("FLOWZ_LEASE_SECONDS", "0.6")  # heartbeats every 0.2 s
     settings = Settings.from_env()
-    handle = await arithmetic.start(5, id="given-back")
+    handle = await arithmetic.options(id="given-back").start(5)
     store = await open_store(settings)
     worker = Worker(store, default_registry(), settings)  # a `flowz worker`: it keeps going
     try:

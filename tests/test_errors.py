@@ -40,7 +40,7 @@ async def misuses(kind: str) -> str:
 )
 def test_misusing_the_durable_api_in_a_workflow(database_url: str, kind: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
-        flowz.run(misuses, kind, progress=False)
+        flowz.run(misuses.options(progress=False), kind)
 
 
 @pytest.mark.parametrize(

@@ -128,4 +128,4 @@ def test_the_testing_tutorial_passes_under_pytest(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "3 passed" in done.stdout
+    assert "4 passed" in done.stdout

@@ -100,7 +100,7 @@ def test_random_kills_lose_nothing(
             run_id = f"fault-{seed}"
 
             async def start(run_id: str = run_id) -> object:
-                return await fault_app.mixed.start(run_id, WIDTH, id=run_id)
+                return await fault_app.mixed.options(id=run_id).start(run_id, WIDTH)
 
             handle = anyio.run(start)
             # A run is busy for its first ~0.4 s (steps, the gather, the nested child), then

@@ -83,7 +83,7 @@ def test_killing_one_of_three_workers_loses_nothing(fleet_db: str, tmp_path: Pat
     try:
 
         async def start() -> object:
-            return await fleet_app.record_fan.start(n, 0.05, id="fleet-kill")
+            return await fleet_app.record_fan.options(id="fleet-kill").start(n, 0.05)
 
         handle = anyio.run(start)
         # Kill one worker -9 while it holds children.
@@ -129,7 +129,7 @@ def test_each_parent_resumes_exactly_once_when_children_finish_together(
 
         async def start_all() -> list[object]:
             return [
-                await fleet_app.race_parent.start(k, width, str(gate), id=f"race-{k}")
+                await fleet_app.race_parent.options(id=f"race-{k}").start(k, width, str(gate))
                 for k in range(parents)
             ]
 
@@ -165,7 +165,7 @@ def test_workers_survive_all_their_connections_being_terminated(
     try:
 
         async def start() -> object:
-            return await fleet_app.record_fan.start(200, 0.02, id="fleet-term")
+            return await fleet_app.record_fan.options(id="fleet-term").start(200, 0.02)
 
         handle = anyio.run(start)
         wait_until(lambda: query(fleet_db, "SELECT count(*) FROM fleet_effects")[0][0] >= 40)
@@ -195,7 +195,7 @@ def test_workers_started_together_on_an_empty_database_create_the_schema_once(
         workers = [start_worker(url, log) for log in logs]
         wait_until(lambda: all("functions, queue" in log.read_text() for log in logs), 30)
         assert all(proc.poll() is None for proc in workers)
-        assert query(url, "SELECT version FROM flowz_schema") == [(1,)]
+        assert query(url, "SELECT version FROM flowz_schema") == [(2,)]
         stop_workers(workers, logs)
         assert all(proc.returncode == 0 for proc in workers)
     finally:

@@ -56,7 +56,7 @@ async def reverse_finish(n: int) -> list[int]:
 def test_results_come_back_in_call_order_when_children_finish_in_reverse(
     database_url: str,
 ) -> None:
-    assert flowz.run(reverse_finish, 6, id="rev") == [0, 2, 4, 6, 8, 10]
+    assert flowz.run(reverse_finish.options(id="rev"), 6) == [0, 2, 4, 6, 8, 10]
     children = [r for r in anyio.run(tree, "rev") if r.parent_id == "rev"]
     by_finish = sorted(children, key=lambda r: r.finished_at or 0)
     assert [r.child_index for r in by_finish] == [5, 4, 3, 2, 1, 0]
@@ -92,7 +92,7 @@ async def fan_with_failure(n: int, hold: str) -> list[int]:
 def test_a_failed_child_raises_in_the_parent_and_its_siblings_complete(database_url: str) -> None:
     failures_left[2] = 1
     with pytest.raises(ChildError, match="child 2 failed"):
-        flowz.run(fan_with_failure, 5, "ff", id="ff")
+        flowz.run(fan_with_failure.options(id="ff"), 5, "ff")
     parent_failed_at = next(r for r in anyio.run(tree, "ff") if r.id == "ff").finished_at
 
     async def finish_siblings() -> list[ExecutionRow]:
@@ -123,9 +123,9 @@ def test_a_failed_child_raises_in_the_parent_and_its_siblings_complete(database_
     assert all(rows[f"ff/0/{i}"].finished_at > parent_failed_at for i in (0, 1, 3, 4))  # type: ignore[operator]
 
     async def retry() -> list[int]:
-        handle = await fan_with_failure.start(5, "ff", id="ff")
+        handle = await fan_with_failure.options(id="ff").start(5, "ff")
         await handle.retry()
-        return await fan_with_failure.run(5, "ff", id="ff")
+        return await fan_with_failure.options(id="ff").run(5, "ff")
 
     assert anyio.run(retry) == [0, 10, 20, 30, 40]
     assert [calls[f"maybe_fail:{i}"] for i in range(5)] == [1, 1, 2, 1, 1]
@@ -165,7 +165,7 @@ def test_workflow_children_fan_out_again_as_a_durable_tree(database_url: str) ->
     def expected_middle(x: int) -> int:
         return sum(2 * v + 2 * (v + 1) for v in (x, x + 10))
 
-    assert flowz.run(nested, 1, id="tree") == sum(expected_middle(x) for x in (1, 101, 201))
+    assert flowz.run(nested.options(id="tree"), 1) == sum(expected_middle(x) for x in (1, 101, 201))
     rows = anyio.run(tree, "tree")
     assert len(rows) == 1 + 3 + 6 + 12
     assert all(r.status == "succeeded" and r.root_id == "tree" for r in rows)
@@ -201,7 +201,7 @@ async def schedules(n: int) -> tuple[int, list[int], int]:
 
 
 def test_schedule_wait_all_and_awaiting_a_handle(database_url: str) -> None:
-    assert flowz.run(schedules, 1, id="sch") == (200, [4, 2], 14)
+    assert flowz.run(schedules.options(id="sch"), 1) == (200, [4, 2], 14)
     rows = {r.id: r for r in anyio.run(tree, "sch")}
     assert {"sch/0/0", "sch/1/0", "sch/4/0"} <= set(rows)
 
@@ -213,7 +213,7 @@ async def wide(n: int) -> int:
 
 @pytest.mark.timeout(120)
 def test_ten_thousand_children_in_one_gather(database_url: str) -> None:
-    assert flowz.run(wide, 10_000, id="wide") == 2 * sum(range(10_000))
+    assert flowz.run(wide.options(id="wide"), 10_000) == 2 * sum(range(10_000))
     rows = anyio.run(tree, "wide")
     assert len(rows) == 10_001
     assert all(calls[f"double:{i}"] == 1 for i in range(10_000))
@@ -261,12 +261,12 @@ def test_typed_values_round_trip_as_the_same_types(database_url: str) -> None:
         tags=("a",),
         extra={"k": 1},
     )
-    inline, child, mapping = flowz.run(typed, order, id="typed")
+    inline, child, mapping = flowz.run(typed.options(id="typed"), order)
     assert isinstance(inline, Order) and isinstance(child, Order)
     assert inline.tags == ("a", "2026-01-02", "x") and child.tags == ("a", "2026-01-03", "y")
     assert child.id == order.id and child.placed == order.placed and child.color is Color.BLUE
     assert isinstance(child.points[0], Point) and mapping == {"p": Point(1, 2.5)}
     # And the same, typed, when the stored result is read back.
-    again = flowz.run(typed, order, id="typed")
+    again = flowz.run(typed.options(id="typed"), order)
     assert again == (inline, child, mapping)
     assert isinstance(again[2]["p"], Point)

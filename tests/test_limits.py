@@ -34,8 +34,8 @@ async def with_children(text: str) -> list[str]:
     ["a b c", "ünïcödé-✓", "quote'\"; DROP TABLE flowz_executions; --", "x/1/0", "%s ? :name"],
 )
 def test_odd_run_ids_work_end_to_end(database_url: str, run_id: str) -> None:
-    assert flowz.run(with_children, "ab", id=run_id, progress=False) == ["ab", "ba"]
-    assert flowz.run(with_children, "ab", id=run_id, progress=False) == ["ab", "ba"]
+    assert flowz.run(with_children.options(id=run_id, progress=False), "ab") == ["ab", "ba"]
+    assert flowz.run(with_children.options(id=run_id, progress=False), "ab") == ["ab", "ba"]
 
     async def rows() -> list[str]:
         store = await open_store(Settings.from_env())
@@ -62,7 +62,7 @@ async def large(size: int) -> int:
 def test_large_values_round_trip(database_url: str) -> None:
     """Each value is one JSON text: up to 1 GB on both engines (documented in How it works)."""
     size = 8 * 1024 * 1024
-    assert flowz.run(large, size, progress=False) == 2 * size
+    assert flowz.run(large.options(progress=False), size) == 2 * size
 
 
 @step
@@ -84,7 +84,7 @@ def test_heartbeats_keep_a_slow_step_owned_past_its_lease(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FLOWZ_LEASE_SECONDS", "0.6")
-    assert flowz.run(slow, "s", progress=False) == ["s-inline", "s-child"]
+    assert flowz.run(slow.options(progress=False), "s") == ["s-inline", "s-child"]
     assert calls == {"s-inline": 1, "s-child": 1}, "no second worker, no second run"
 
 
@@ -111,7 +111,10 @@ async def odd_failure() -> list[str]:
 def test_an_error_that_cannot_be_rebuilt_comes_back_as_step_failed(database_url: str) -> None:
     # The child's error crossed the database: it comes back as StepFailed. The inline one
     # is the original object in this attempt.
-    assert flowz.run(odd_failure, id="odd", progress=False) == ["StepFailed", "NeedsTwoArguments"]
+    assert flowz.run(odd_failure.options(id="odd", progress=False)) == [
+        "StepFailed",
+        "NeedsTwoArguments",
+    ]
 
     async def stored() -> dict[str, str]:
         store = await open_store(Settings.from_env())

@@ -47,7 +47,7 @@ async def test_one_pooled_connection_serves_a_worker_running_32_executions_at_on
     monkeypatch.setenv("FLOWZ_CONCURRENCY", "32")
     monkeypatch.setenv("FLOWZ_LEASE_SECONDS", "1.5")  # heartbeats compete for the connection
     with anyio.fail_after(120):
-        result = await busy.run(300, progress=False)
+        result = await busy.options(progress=False).run(300)
     assert result == 2 * sum(range(5)) + 2 * sum(range(300))
 
 
@@ -61,7 +61,7 @@ async def test_a_pool_that_runs_dry_says_which_setting_to_change_and_loses_nothi
         await store.create_run(
             NewExecution(id="kept", root_id="kept", kind="workflow", name="w", input=[1])
         )
-        async with store._pool.connection():  # another task holds the only connection
+        async with store.db.pool.connection():  # another task holds the only connection
             with pytest.raises(StoreUnavailableError, match="FLOWZ_POOL_SIZE") as caught:
                 await store.get_execution("kept")
         assert "within 0.3 s" in str(caught.value)
@@ -76,7 +76,7 @@ def test_the_pool_size_setting_reaches_the_store(postgres_url: str) -> None:
         store = await open_store(Settings(database_url=postgres_url, pool_size=3))
         try:
             assert isinstance(store, PostgresStore)
-            return store._pool.max_size
+            return store.db.pool.max_size
         finally:
             await store.aclose()
 
@@ -100,7 +100,7 @@ def test_workers_ride_out_a_restart_of_the_postgresql_server(fleet_db: str, tmp_
     try:
 
         async def start() -> object:
-            return await fleet_app.record_fan.start(200, 0.3, id="restart")
+            return await fleet_app.record_fan.options(id="restart").start(200, 0.3)
 
         handle = anyio.run(start)
         wait_until(lambda: query(fleet_db, "SELECT count(*) FROM fleet_effects")[0][0] >= 40)
@@ -131,7 +131,9 @@ async def test_runs_in_process_never_break_a_connection_when_their_worker_stops(
     monkeypatch.setenv("FLOWZ_DATABASE_URL", postgres_url)
     with caplog.at_level(logging.WARNING, logger="psycopg"):
         for _ in range(5):
-            assert await busy.run(3, progress=False) == 2 * sum(range(5)) + 2 * sum(range(3))
+            assert await busy.options(progress=False).run(3) == 2 * sum(range(5)) + 2 * sum(
+                range(3)
+            )
     assert [r.getMessage() for r in caplog.records if r.name.startswith("psycopg")] == []
 
 
@@ -145,7 +147,7 @@ def test_queries_slower_than_three_leases_run_once_among_two_workers(
     try:
 
         async def run() -> object:
-            handle = await fleet_app.slow_queries.start(4, 2.0, id="slow-queries")
+            handle = await fleet_app.slow_queries.options(id="slow-queries").start(4, 2.0)
             return await handle.result(timeout=60)
 
         assert anyio.run(run) == -1 + sum(range(4))

@@ -53,7 +53,7 @@ def recording_console(terminal: bool) -> tuple[Console, io.StringIO]:
 def test_the_live_tree_shows_steps_retries_and_one_line_per_gather(database_url: str) -> None:
     console, buffer = recording_console(terminal=True)
     view = ProgressView(console=console, mode="live", auto_refresh=False)
-    assert flowz.run(pipeline, 200, id="live", progress=view) == 2 * sum(range(200)) - 14
+    assert flowz.run(pipeline.options(id="live", progress=view), 200) == 2 * sum(range(200)) - 14
     text = buffer.getvalue()
     final = text[text.rindex("✓ tests.test_progress:pipeline live") :]
     assert "✓ tests.test_progress:pipeline live succeeded" in final
@@ -68,7 +68,7 @@ def test_without_a_terminal_the_view_prints_plain_lines(database_url: str) -> No
     console, buffer = recording_console(terminal=False)
     view = ProgressView(console=console)
     assert view.mode == "lines"
-    flowz.run(pipeline, 20, id="plain", progress=view)
+    flowz.run(pipeline.options(id="plain", progress=view), 20)
     lines = buffer.getvalue().splitlines()
     assert "↻ tests.test_progress:warm_up attempt 1 failed: ConnectionError('cold')" in lines
     assert "→ tests.test_progress:double ×20 scheduled" in lines
@@ -79,7 +79,7 @@ def test_without_a_terminal_the_view_prints_plain_lines(database_url: str) -> No
 def test_progress_can_be_switched_off(
     database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    flowz.run(pipeline, 5, progress=False)
+    flowz.run(pipeline.options(progress=False), 5)
     monkeypatch.setenv("FLOWZ_PROGRESS", "0")
     flowz.run(pipeline, 5)
     assert capsys.readouterr().err == ""
@@ -123,7 +123,7 @@ def test_a_raising_subscriber_is_detached_and_the_run_goes_on(database_url: str)
 
 
 def test_watch_builds_the_same_tree_from_the_database(database_url: str) -> None:
-    flowz.run(pipeline, 30, id="watched", progress=False)
+    flowz.run(pipeline.options(id="watched", progress=False), 30)
 
     async def model() -> ProgressModel:
         from flowz._config import Settings

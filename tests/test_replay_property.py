@@ -67,7 +67,7 @@ def run(url: str, program: list[tuple[str, int]], crash_at: int) -> tuple[Any, l
     crashes = 0
     while True:
         try:
-            result = flowz.run(interpreter, program, id="prop", progress=False)
+            result = flowz.run(interpreter.options(id="prop", progress=False), program)
             break
         except (Crash, BaseExceptionGroup) as exc:
             if isinstance(exc, BaseExceptionGroup):

@@ -7,8 +7,10 @@ import time
 import anyio
 import pytest
 
+import flowz
+import flowz.store
 from flowz.errors import RunNotFoundError, SchemaVersionError
-from flowz.store import Store
+from flowz.store import Store, open_store, upgrade_schema
 from flowz.store._protocol import ExecutionRow, Fence, JournalEntry, LeaseLost, NewExecution
 
 pytestmark = pytest.mark.anyio
@@ -89,16 +91,79 @@ async def test_migrate_is_idempotent(store: Store) -> None:
     assert await store.get_execution("r1") is not None
 
 
-async def test_newer_schema_is_refused(store: Store) -> None:
-    from flowz.store import SqliteStore
+async def execute_sql(store: Store, sql: str) -> None:
+    """Run one statement on the store's database, as another tool would."""
+    from flowz.store import PostgresStore, SqliteStore
 
     if isinstance(store, SqliteStore):
-        store._db.execute("INSERT INTO flowz_schema (version) VALUES (99)")
+        store._db.execute(sql)
     else:
-        async with store._pool.connection() as conn:  # type: ignore[attr-defined]
-            await conn.execute("INSERT INTO flowz_schema (version) VALUES (99)")
-    with pytest.raises(SchemaVersionError, match="v99"):
+        assert isinstance(store, PostgresStore)
+        await store.db.execute(sql, ())
+
+
+def settings_of(store: Store) -> flowz.Settings:
+    from flowz.store import PostgresStore, SqliteStore
+
+    if isinstance(store, SqliteStore):
+        return flowz.Settings(database_url=f"sqlite:///{store.path}")
+    assert isinstance(store, PostgresStore)
+    return flowz.Settings(database_url=store.url)
+
+
+async def test_a_newer_schema_is_refused_by_migrate_and_by_open(store: Store) -> None:
+    await execute_sql(store, "INSERT INTO flowz_schema (version) VALUES (99)")
+    with pytest.raises(SchemaVersionError, match=r"v99, newer than the v2 .* upgrade flowz"):
         await store.migrate()
+    flowz.store._current.clear()  # as a new process would look
+    with pytest.raises(SchemaVersionError, match="v99, newer"):
+        await open_store(settings_of(store))
+
+
+async def test_an_older_schema_is_refused_until_flowz_db_upgrade(store: Store) -> None:
+    await store.create_run(run_factory())
+    await execute_sql(store, "UPDATE flowz_schema SET version = 1")
+    await execute_sql(store, "DROP INDEX ix_flowz_executions_runs")
+    flowz.store._current.clear()
+    with pytest.raises(SchemaVersionError, match=r"v1 and this flowz needs v2: run `flowz db up"):
+        await open_store(settings_of(store))
+    assert await upgrade_schema(settings_of(store)) == [
+        "v2: index ix_flowz_executions_runs: list top-level runs newest first without a scan"
+    ]
+    assert await upgrade_schema(settings_of(store)) == []  # nothing left to do
+    reopened = await open_store(settings_of(store))
+    try:
+        assert await reopened.schema_version() == 2
+        assert await reopened.get_execution("r1") is not None  # nothing stored was lost
+    finally:
+        await reopened.aclose()
+
+
+async def test_every_fenced_write_stamps_updated_at(store: Store) -> None:
+    await store.create_run(run_factory())
+
+    async def updated_at() -> float:
+        row = await store.get_execution("r1")
+        assert row is not None
+        return row.updated_at
+
+    writes = [
+        lambda fence: store.append_journal(fence, JournalEntry(0, "step", "s", "succeeded")),
+        lambda fence: store.schedule_children(fence, [], []),
+        lambda fence: store.suspend_until(fence, time.time(), None),
+        lambda fence: store.retry_later(fence, time.time(), {"message": "again"}),
+        store.release,
+        lambda fence: store.finish(fence, "succeeded", 1, None),
+    ]
+    fence: Fence | None = None
+    for write in writes:
+        if fence is None or (await store.get_execution("r1")).status != "running":  # type: ignore[union-attr]
+            [claim] = await store.claim("w1", NAMES, "default", 1, 30)
+            fence = claim.fence
+        before = await updated_at()
+        await anyio.sleep(0.01)
+        await write(fence)
+        assert await updated_at() > before, write
 
 
 async def test_claim_takes_only_due_known_work_of_its_queue_by_priority(store: Store) -> None:
@@ -112,8 +177,8 @@ async def test_claim_takes_only_due_known_work_of_its_queue_by_priority(store: S
     assert all(c.execution.status == "running" and c.execution.attempt == 1 for c in claims)
     assert all(not c.resumed for c in claims)
     assert await store.claim("w2", NAMES, "default", 10, 30) == []
-    due = await store.next_due_at(NAMES, "default")
-    assert due is not None and due > time.time() + 3000
+    due_in = await store.next_due_in(NAMES, "default")
+    assert due_in is not None and 3000 < due_in <= 3600
 
 
 async def test_claim_respects_the_batch_limit(store: Store) -> None:

@@ -1,21 +1,31 @@
-"""Storage: the `Store` protocol, `open_store(url)`, and the SQLite and PostgreSQL stores."""
+"""Storage: the `Store` protocol, `open_store(url)`, and the SQLite and PostgreSQL stores.
+
+Nothing heavy loads here: psycopg when a PostgreSQL URL is opened, SQLAlchemy
+and sqlmodel only when a schema is created or upgraded.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from .._config import Settings
+from ..errors import ConfigError
 from ._protocol import Store
-from ._sqlite import SqliteStore, path_from_url
+from ._sql import check_schema_version
 
 if TYPE_CHECKING:
+    from .._clock import Clock
     from ._postgres import PostgresStore
+    from ._sqlite import SqliteStore
 
-__all__ = ["PostgresStore", "SqliteStore", "Store", "open_store"]
+__all__ = ["PostgresStore", "SqliteStore", "Store", "open_store", "upgrade_schema"]
 
 
 def __getattr__(name: str) -> Any:
-    # psycopg is imported only when PostgreSQL is used: `import flowz` never needs it.
+    if name == "SqliteStore":
+        from ._sqlite import SqliteStore
+
+        return SqliteStore
     if name == "PostgresStore":
         from ._postgres import PostgresStore
 
@@ -23,37 +33,71 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-# Databases this process already brought to the current schema: opening one again
-# (every wf.start(), wf.run(), handle call) skips the migration's statements.
-_migrated: set[str] = set()
+# Databases this process already found at the current schema: opening one again
+# (every flowz.run(), every handle of another event loop) skips the look.
+_current: set[str] = set()
 
 
-async def open_store(settings: Settings) -> Store:
-    """Open (and migrate) the store that `settings.database_url` names.
+async def open_store(settings: Settings, *, clock: Clock | None = None) -> Store:
+    """Open the store that `settings.database_url` names.
+
+    An empty database gets the schema. One at an older schema is refused with the
+    command that upgrades it (`flowz db upgrade`, or `upgrade_schema`); a newer one
+    is refused too. `clock` replaces the wall clock (SQLite only: the time-skipping
+    clock of `flowz.testing`).
 
     Example:
         >>> store = await open_store(Settings(database_url="sqlite:///tmp/x.db"))  # doctest: +SKIP
     """
+    store, key, where = await _connect(settings, clock)
+    if key in _current:
+        return store
+    try:
+        found = await store.schema_version()
+        if found is None:
+            await store.migrate()  # a new database
+        else:
+            check_schema_version(found, where)
+    except BaseException:
+        await store.aclose()
+        raise
+    _current.add(key)
+    return store
+
+
+async def upgrade_schema(settings: Settings) -> list[str]:
+    """Bring the database to this flowz's schema; what was done, one line per step."""
+    store, key, _ = await _connect(settings, None)
+    try:
+        done = await store.migrate()
+    finally:
+        await store.aclose()
+    _current.add(key)
+    return done
+
+
+async def _connect(settings: Settings, clock: Clock | None) -> tuple[Store, str, str]:
+    """The store, a key naming its database, and where it is (for messages)."""
     url = settings.database_url
     if url.startswith("sqlite:"):
+        from ._sqlite import SqliteStore, path_from_url
+
         path = path_from_url(url)
-        store: Store = SqliteStore(path, synchronous=settings.sqlite_synchronous)
         key = f"sqlite:{path.resolve()}"
-        if key not in _migrated or not path.exists():
-            await store.migrate()
-            _migrated.add(key)
-        return store
+        if not path.exists():  # deleted since this process last looked: look again
+            _current.discard(key)
+        store = SqliteStore(path, synchronous=settings.sqlite_synchronous, clock=clock)
+        return store, key, repr(str(path))
+    if clock is not None:
+        raise ConfigError(
+            "a custom clock (time skipping) works with the SQLite store only: PostgreSQL "
+            "keeps the database's own clock"
+        )
     from ._postgres import PostgresStore
 
     postgres = PostgresStore(
         url.replace("postgres://", "postgresql://", 1), max_connections=settings.pool_size
     )
     await postgres.open()
-    if url not in _migrated:
-        try:
-            await postgres.migrate()
-        except BaseException:
-            await postgres.aclose()
-            raise
-        _migrated.add(url)
-    return postgres
+    checked: Store = postgres
+    return checked, url, f"at {postgres.db.safe_url()}"

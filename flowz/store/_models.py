@@ -1,4 +1,7 @@
-"""The schema, as SQLModel tables; both stores render their DDL from these models."""
+"""The schema, as SQLModel tables: a new database is created from these models.
+
+Imported only when a schema is created or upgraded (`_migrate`), never at `import flowz`.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +10,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable
 from sqlmodel import Field, SQLModel
 
-__all__ = ["SCHEMA_VERSION", "schema_statements"]
-
-#: Bump with every schema change, and teach the stores' migrations the step.
-SCHEMA_VERSION = 1
+__all__ = ["schema_statements"]
 
 _metadata = MetaData()
 
@@ -34,6 +34,13 @@ class FlowzExecution(_Base, table=True):
         ),
         Index("ix_flowz_executions_parent", "parent_id", "position", "child_index"),
         Index("ix_flowz_executions_root", "root_id"),
+        # Since v2: top-level runs, newest first (flowz list).
+        Index(
+            "ix_flowz_executions_runs",
+            "created_at",
+            sqlite_where=text("parent_id IS NULL"),
+            postgresql_where=text("parent_id IS NULL"),
+        ),
         Index(
             "ix_flowz_executions_lease",
             "lease_expires_at",
@@ -102,7 +109,7 @@ class FlowzWorker(_Base, table=True):
 
 
 class FlowzSchema(_Base, table=True):
-    """The schema version of this database (one row)."""
+    """The schema versions applied to this database (one row each; the highest is current)."""
 
     __tablename__ = "flowz_schema"
 

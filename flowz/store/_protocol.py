@@ -134,8 +134,15 @@ class WorkerRow:
 class Store(Protocol):
     """What flowz needs from a database; SQLite and PostgreSQL pass one contract suite."""
 
-    async def migrate(self) -> None:
-        """Create or upgrade the schema (safe to call from several processes at once)."""
+    async def schema_version(self) -> int | None:
+        """The database's schema version; None for an empty database. Cheap: no DDL."""
+
+    async def migrate(self) -> list[str]:
+        """Create the schema, or bring an older one to this flowz's version.
+
+        Safe from several processes at once (one migrates, the others wait and find
+        nothing left to do). Returns a description of each step applied.
+        """
 
     async def aclose(self) -> None:
         """Release connections."""
@@ -177,8 +184,11 @@ class Store(Protocol):
     ) -> list[Claim]:
         """Take up to `limit` due pending executions whose name is in `names`."""
 
-    async def next_due_at(self, names: Sequence[str], queue: str) -> float | None:
-        """The earliest run_at of a pending execution this worker could run, or None."""
+    async def next_due_in(self, names: Sequence[str], queue: str) -> float | None:
+        """Seconds until the earliest pending execution this worker could run is due, or None.
+
+        On the test store's time-skipping clock, time jumps there when nothing runs.
+        """
 
     async def register_worker(self, worker_id: str, host: str, pid: int) -> None:
         """Record a live worker."""

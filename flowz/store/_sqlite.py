@@ -17,19 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 
+from .._clock import Clock
 from .._serde import dumps
-from .._types import JSON, TERMINAL_STATUSES
+from .._types import JSON
 from ..errors import (
     RunNotFoundError,
-    SchemaVersionError,
     StoreError,
     StoreNotWritableError,
     StoreUnavailableError,
 )
 from ._batch import Finish, GroupCommit, Pending
-from ._models import SCHEMA_VERSION, schema_statements
 from ._protocol import (
     Claim,
     ExecutionRow,
@@ -39,9 +37,14 @@ from ._protocol import (
     NewExecution,
     WorkerRow,
 )
-from ._rows import (
+from ._sql import (
+    CLAIM_ORDER,
     EXECUTION_COLUMNS,
     JOURNAL_COLUMNS,
+    JOURNAL_SELECT,
+    LEASE_CLEARED,
+    TERMINAL_SQL,
+    ChangeSignal,
     dumps_or_none,
     execution_row,
     journal_entry,
@@ -52,7 +55,6 @@ from ._rows import (
 __all__ = ["SqliteStore"]
 
 _COLUMNS = EXECUTION_COLUMNS
-_TERMINAL_SQL = ", ".join(f"'{s}'" for s in TERMINAL_STATUSES)
 _CHUNK = 500  # bound parameters per IN (...) list
 # How often an idle worker checks whether another process committed (PRAGMA data_version is cheap).
 _OTHER_PROCESS_POLL = 0.05
@@ -81,8 +83,16 @@ class SqliteStore:
         >>> await store.migrate()  # doctest: +SKIP
     """
 
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL", busy_timeout: float = 30.0):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "FULL",
+        busy_timeout: float = 30.0,
+        clock: Clock | None = None,
+    ):
         self.path = Path(path)
+        self.clock = clock or Clock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
@@ -98,8 +108,7 @@ class SqliteStore:
                 f"cannot open the SQLite database at {str(self.path)!r}: {exc}. Check that the "
                 "folder exists and is writable, or point FLOWZ_DATABASE_URL elsewhere."
             ) from exc
-        self._changed: anyio.Event | None = None
-        self._generation = 0  # commits made through this store
+        self._changes = ChangeSignal()  # commits made through this store
         self._finishing = GroupCommit[Finish](self._flush_finishes)
 
     def _enable_wal(self, busy_timeout: float) -> None:
@@ -166,22 +175,19 @@ class SqliteStore:
         )
 
     def _notify(self) -> None:
-        self._generation += 1
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
+        self._changes.notify()
 
-    @staticmethod
-    def _fence(cur: sqlite3.Cursor, fence: Fence) -> None:
-        # A read is enough: BEGIN IMMEDIATE holds the database's write lock, so no other
-        # writer can take the execution over before this transaction commits.
-        owned = cur.execute(
-            "SELECT 1 FROM flowz_executions "
+    def _fence(self, cur: sqlite3.Cursor, fence: Fence) -> float:
+        """Check ownership and stamp updated_at, under the write lock; the time used."""
+        now = self.clock.now()
+        cur.execute(
+            "UPDATE flowz_executions SET updated_at = ? "
             "WHERE id = ? AND claim_token = ? AND status = 'running'",
-            (fence.execution_id, fence.token),
-        ).fetchone()
-        if owned is None:
+            (now, fence.execution_id, fence.token),
+        )
+        if cur.rowcount != 1:
             raise LeaseLost(fence.execution_id)
+        return now
 
     @staticmethod
     def _insert_entries(
@@ -210,18 +216,33 @@ class SqliteStore:
         return cur.rowcount
 
     # -- lifecycle ----------------------------------------------------------
-    async def migrate(self) -> None:
-        with self._tx() as cur:
-            for statement in schema_statements(sqlite_dialect.dialect()):
-                cur.execute(statement)
-            found = cur.execute("SELECT max(version) FROM flowz_schema").fetchone()[0]
-            if found is None:
-                cur.execute("INSERT INTO flowz_schema (version) VALUES (?)", (SCHEMA_VERSION,))
-            elif found > SCHEMA_VERSION:
-                raise SchemaVersionError(
-                    f"the database {str(self.path)!r} has schema v{found}, this flowz "
-                    f"knows v{SCHEMA_VERSION}: upgrade flowz"
-                )
+    async def schema_version(self) -> int | None:
+        try:
+            found = self._db.execute("SELECT max(version) FROM flowz_schema").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return None
+            raise self._error(exc) from exc
+        return None if found is None else int(found)
+
+    async def migrate(self) -> list[str]:
+        from ._migrate import plan
+
+        with self._tx() as cur:  # the write lock: one process migrates at a time
+            exists = cur.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'flowz_schema'"
+            ).fetchone()
+            found = (
+                cur.execute("SELECT max(version) FROM flowz_schema").fetchone()[0]
+                if exists
+                else None
+            )
+            steps = plan(found, "sqlite", repr(str(self.path)))
+            for step in steps:
+                for statement in step.statements:
+                    cur.execute(statement)
+                cur.execute("INSERT INTO flowz_schema (version) VALUES (?)", (step.version,))
+        return [f"v{step.version}: {step.description}" for step in steps]
 
     async def aclose(self) -> None:
         self._db.close()
@@ -231,18 +252,16 @@ class SqliteStore:
 
     def _mark(self) -> tuple[int, int]:
         # This store's own commits, and (data_version) other connections' commits.
-        return (self._generation, int(self._read("PRAGMA data_version")[0][0]))
+        return (self._changes.generation, int(self._read("PRAGMA data_version")[0][0]))
 
     async def wait_for_change(self, timeout: float, since: object | None = None) -> None:
         deadline = time.monotonic() + timeout
         generation, seen = (
             (int(since[0]), int(since[1])) if isinstance(since, tuple) else self._mark()
         )
-        if self._generation != generation:
+        if self._changes.generation != generation:
             return
-        if self._changed is None:
-            self._changed = anyio.Event()
-        event = self._changed
+        event = self._changes.event()
         while (remaining := deadline - time.monotonic()) > 0:
             if self._read("PRAGMA data_version")[0][0] != seen:
                 return
@@ -252,7 +271,7 @@ class SqliteStore:
 
     # -- runs ---------------------------------------------------------------
     async def create_run(self, run: NewExecution) -> tuple[ExecutionRow, bool]:
-        now = time.time()
+        now = self.clock.now()
         with self._tx() as cur:
             created = self._insert_executions(cur, [run], now) == 1
             row = cur.execute(
@@ -284,7 +303,7 @@ class SqliteStore:
         return [execution_row(r) for r in rows]
 
     async def cancel_run(self, run_id: str) -> int:
-        now = time.time()
+        now = self.clock.now()
         with self._tx() as cur:
             if (
                 cur.execute("SELECT 1 FROM flowz_executions WHERE id = ?", (run_id,)).fetchone()
@@ -293,8 +312,8 @@ class SqliteStore:
                 raise RunNotFoundError(f"no run with id {run_id!r} in {str(self.path)!r}")
             cur.execute(
                 "UPDATE flowz_executions SET status = 'cancelled', finished_at = ?, "
-                "updated_at = ?, claim_token = NULL, lease_owner = NULL, lease_expires_at = NULL "
-                f"WHERE root_id = ? AND status NOT IN ({_TERMINAL_SQL})",
+                f"updated_at = ?, {LEASE_CLEARED} "
+                f"WHERE root_id = ? AND status NOT IN ({TERMINAL_SQL})",
                 (now, now, run_id),
             )
             cancelled = cur.rowcount
@@ -302,7 +321,7 @@ class SqliteStore:
         return cancelled
 
     async def retry_run(self, run_id: str) -> bool:
-        now = time.time()
+        now = self.clock.now()
         with self._tx() as cur:
             found = cur.execute(
                 "SELECT status FROM flowz_executions WHERE id = ?", (run_id,)
@@ -341,7 +360,7 @@ class SqliteStore:
     ) -> list[Claim]:
         if not names or limit <= 0:
             return []
-        now = time.time()
+        now = self.clock.now()
         token = uuid.uuid4().hex
         marks = ",".join("?" * len(names))
         with self._tx() as cur:
@@ -352,7 +371,7 @@ class SqliteStore:
                 "attempt = CASE WHEN attempt = 0 THEN 1 ELSE attempt END "
                 "WHERE id IN (SELECT id FROM flowz_executions WHERE status = 'pending' "
                 f"AND queue = ? AND run_at <= ? AND name IN ({marks}) "
-                "ORDER BY priority DESC, run_at LIMIT ?) "
+                f"{CLAIM_ORDER} LIMIT ?) "
                 f"RETURNING {_COLUMNS}",
                 (token, worker_id, now + lease_seconds, now, now, queue, now, *names, limit),
             ).fetchall()
@@ -362,20 +381,20 @@ class SqliteStore:
             for e in executions
         ]
 
-    async def next_due_at(self, names: Sequence[str], queue: str) -> float | None:
+    async def next_due_in(self, names: Sequence[str], queue: str) -> float | None:
         if not names:
             return None
         marks = ",".join("?" * len(names))
-        found = self._read(
-            "SELECT min(run_at) FROM flowz_executions WHERE status = 'pending' AND queue = ? "
-            f"AND name IN ({marks})",
+        due, running = self._read(
+            "SELECT (SELECT min(run_at) FROM flowz_executions WHERE status = 'pending' "
+            f"AND queue = ? AND name IN ({marks})), "
+            "EXISTS (SELECT 1 FROM flowz_executions WHERE status = 'running')",
             (queue, *names),
-        )
-        value = found[0][0]
-        return None if value is None else float(value)
+        )[0]
+        return None if due is None else self.clock.until(float(due), idle=not running)
 
     async def register_worker(self, worker_id: str, host: str, pid: int) -> None:
-        now = time.time()
+        now = self.clock.now()
         with self._tx() as cur:
             cur.execute(
                 "INSERT OR REPLACE INTO flowz_workers (id, host, pid, started_at, heartbeat_at) "
@@ -386,7 +405,7 @@ class SqliteStore:
     async def heartbeat(
         self, worker_id: str, lease_seconds: float, running: Sequence[str]
     ) -> set[str]:
-        now = time.time()
+        now = self.clock.now()
         with self._tx() as cur:
             cur.execute("UPDATE flowz_workers SET heartbeat_at = ? WHERE id = ?", (now, worker_id))
             held = cur.execute(
@@ -400,10 +419,9 @@ class SqliteStore:
     async def deregister_worker(self, worker_id: str) -> None:
         with self._tx() as cur:
             cur.execute(
-                "UPDATE flowz_executions SET status = 'pending', claim_token = NULL, "
-                "lease_owner = NULL, lease_expires_at = NULL WHERE lease_owner = ? "
-                "AND status = 'running'",
-                (worker_id,),
+                f"UPDATE flowz_executions SET status = 'pending', {LEASE_CLEARED}, "
+                "updated_at = ? WHERE lease_owner = ? AND status = 'running'",
+                (self.clock.now(), worker_id),
             )
             released = cur.rowcount
             cur.execute("DELETE FROM flowz_workers WHERE id = ?", (worker_id,))
@@ -416,12 +434,12 @@ class SqliteStore:
         return [WorkerRow(*r) for r in rows]
 
     async def reap(self, dead_worker_ids: Sequence[str]) -> int:
-        now = time.time()
+        now = self.clock.now()
         marks = ",".join("?" * len(dead_worker_ids)) or "NULL"
         with self._tx() as cur:
             cur.execute(
-                "UPDATE flowz_executions SET status = 'pending', claim_token = NULL, "
-                "lease_owner = NULL, lease_expires_at = NULL, updated_at = ? "
+                f"UPDATE flowz_executions SET status = 'pending', {LEASE_CLEARED}, "
+                "updated_at = ? "
                 f"WHERE status = 'running' AND (lease_expires_at < ? OR lease_owner IN ({marks}))",
                 (now, now, *dead_worker_ids),
             )
@@ -434,9 +452,7 @@ class SqliteStore:
     # -- engine side --------------------------------------------------------
     async def read_journal(self, execution_id: str) -> dict[int, JournalEntry]:
         rows = self._read(
-            "SELECT position, kind, name, status, output, error, attempt, started_at, "
-            "finished_at FROM flowz_journal WHERE execution_id = ?",
-            (execution_id,),
+            f"SELECT {JOURNAL_SELECT} FROM flowz_journal WHERE execution_id = ?", (execution_id,)
         )
         return {r[0]: journal_entry(r) for r in rows}
 
@@ -448,7 +464,7 @@ class SqliteStore:
     async def schedule_children(
         self, fence: Fence, entries: Sequence[JournalEntry], children: Sequence[NewExecution]
     ) -> None:
-        now = time.time()
+        now = self.clock.now()
         with self._tx() as cur:
             self._fence(cur, fence)
             self._insert_entries(cur, fence.execution_id, entries)
@@ -463,7 +479,7 @@ class SqliteStore:
         entries: Sequence[JournalEntry] = (),
         children: Sequence[NewExecution] = (),
     ) -> bool:
-        now = time.time()
+        now = self.clock.now()
         with self._tx() as cur:
             self._fence(cur, fence)
             self._insert_entries(cur, fence.execution_id, entries)
@@ -473,15 +489,14 @@ class SqliteStore:
                 cur.execute(
                     "UPDATE flowz_executions SET awaited_at = ? WHERE parent_id = ? "
                     f"AND position IN ({','.join('?' * len(chunk))}) "
-                    f"AND status NOT IN ({_TERMINAL_SQL})",
+                    f"AND status NOT IN ({TERMINAL_SQL})",
                     (wait_position, fence.execution_id, *chunk),
                 )
                 waiting_on += cur.rowcount
             if waiting_on:
                 cur.execute(
                     "UPDATE flowz_executions SET status = 'waiting', wait_position = ?, "
-                    "wait_count = ?, claim_token = NULL, lease_owner = NULL, "
-                    "lease_expires_at = NULL, updated_at = ? WHERE id = ?",
+                    f"wait_count = ?, {LEASE_CLEARED}, updated_at = ? WHERE id = ?",
                     (wait_position, waiting_on, now, fence.execution_id),
                 )
         if children:
@@ -508,8 +523,8 @@ class SqliteStore:
             if entry is not None:
                 self._insert_entries(cur, fence.execution_id, [entry])
             cur.execute(
-                "UPDATE flowz_executions SET status = 'pending', run_at = ?, claim_token = NULL, "
-                "lease_owner = NULL, lease_expires_at = NULL WHERE id = ?",
+                f"UPDATE flowz_executions SET status = 'pending', run_at = ?, {LEASE_CLEARED} "
+                "WHERE id = ?",
                 (run_at, fence.execution_id),
             )
         self._notify()
@@ -519,8 +534,7 @@ class SqliteStore:
             self._fence(cur, fence)
             cur.execute(
                 "UPDATE flowz_executions SET status = 'pending', run_at = ?, "
-                "attempt = attempt + 1, error = ?, claim_token = NULL, lease_owner = NULL, "
-                "lease_expires_at = NULL WHERE id = ?",
+                f"attempt = attempt + 1, error = ?, {LEASE_CLEARED} WHERE id = ?",
                 (run_at, dumps(error), fence.execution_id),
             )
         self._notify()
@@ -533,14 +547,13 @@ class SqliteStore:
         self._notify()
 
     def _finish_batch(self, batch: list[Pending[Finish]]) -> None:
-        now = time.time()
+        now = self.clock.now()
         with self._tx() as cur:
             for pending in batch:
                 item = pending.item
                 done = cur.execute(
                     "UPDATE flowz_executions SET status = ?, output = ?, error = ?, "
-                    "finished_at = ?, updated_at = ?, claim_token = NULL, lease_owner = NULL, "
-                    "lease_expires_at = NULL "
+                    f"finished_at = ?, updated_at = ?, {LEASE_CLEARED} "
                     "WHERE id = ? AND claim_token = ? AND status = 'running' "
                     "RETURNING parent_id, awaited_at",
                     (
@@ -572,9 +585,8 @@ class SqliteStore:
     async def release(self, fence: Fence) -> None:
         with self._tx() as cur:
             cur.execute(
-                "UPDATE flowz_executions SET status = 'pending', claim_token = NULL, "
-                "lease_owner = NULL, lease_expires_at = NULL "
-                "WHERE id = ? AND claim_token = ? AND status = 'running'",
-                (fence.execution_id, fence.token),
+                f"UPDATE flowz_executions SET status = 'pending', {LEASE_CLEARED}, "
+                "updated_at = ? WHERE id = ? AND claim_token = ? AND status = 'running'",
+                (self.clock.now(), fence.execution_id, fence.token),
             )
         self._notify()

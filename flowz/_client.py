@@ -1,0 +1,350 @@
+"""`flowz.Client`: one database, its store and connections; runs, starts and handles.
+
+`wf.run()`, `wf.start()` and `flowz.run()` open an implicit client for the call,
+configured by the `FLOWZ_*` variables, and close it before they return; a
+`Client` opened once makes the database, the settings and the lifetime explicit
+and saves the opening per call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, final, overload
+
+import anyio
+import anyio.lowlevel
+
+from ._config import Settings
+from ._context import DurableFunction, check_run_arguments
+from ._events import EventBus
+from ._registry import Definition, Registry
+from ._serde import load_error
+from ._types import Kind, Status, json_object
+from ._worker import Worker
+from .errors import (
+    NotAWorkflowError,
+    RunCancelledError,
+    RunNotFoundError,
+    StoreError,
+    UsageError,
+)
+from .store import open_store
+from .store._protocol import ExecutionRow, NewExecution, Store
+
+if TYPE_CHECKING:
+    from ._clock import Clock
+    from .progress import ProgressView
+
+__all__ = ["Client", "RunHandle"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _check_workflow(wf: object) -> DurableFunction[Any, Any]:
+    if not isinstance(wf, DurableFunction) or wf.definition.kind is not Kind.WORKFLOW:
+        raise NotAWorkflowError(
+            f"{wf!r} is not a workflow: decorate the async function with @flowz.workflow"
+        )
+    return wf
+
+
+@final
+class Client:
+    """A connection to one flowz database: start runs, run them here, find them again.
+
+    An async context manager: it opens the store (and, on PostgreSQL, the pool)
+    on entry and closes everything on exit. `url` wins over `settings`, which
+    win over the `FLOWZ_*` variables.
+
+    Example:
+        >>> async with flowz.Client("sqlite:///runs.db") as client:
+        ...     print(await client.run(fan, 1000))
+        ...     handle = await client.start(fan.options(id="fan-1"), 10)
+        ...     print(await handle.status())
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        settings = settings or Settings.from_env()
+        if url is not None:
+            settings = dataclasses.replace(settings, database_url=url)
+        self.settings = settings
+        self._clock = clock
+        self._store: Store | None = None
+        self._token: object | None = None
+        # Idle in-process workers of earlier runs, by registry: registering, reaping and
+        # deregistering per call cost more than a small run.
+        self._workers: dict[Registry, Worker] = {}
+
+    def __repr__(self) -> str:
+        return f"<flowz.Client {self.settings.database_url}>"
+
+    @property
+    def store(self) -> Store:
+        """The open store (for the CLI, tests and tools built on flowz)."""
+        if self._store is None:
+            raise UsageError(
+                "this flowz.Client is not open: use `async with flowz.Client(...) as client:`"
+            )
+        return self._store
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the client is open and belongs to the running event loop."""
+        return self._store is not None and self._token == _loop_key()
+
+    async def __aenter__(self) -> Client:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        """Open the store (creating the schema on a new database); `async with` calls it."""
+        if self._store is None:
+            self._store = await open_store(self.settings, clock=self._clock)
+            self._token = _loop_key()
+
+    async def aclose(self) -> None:
+        """Stop this client's idle workers and close the store and its connections."""
+        store, self._store = self._store, None
+        if store is None:
+            return
+        with anyio.CancelScope(shield=True):
+            workers, self._workers = list(self._workers.values()), {}
+            for worker in workers:
+                with contextlib.suppress(StoreError):
+                    await worker.close()
+            await store.aclose()
+
+    # -- runs ---------------------------------------------------------------
+    async def start(
+        self, wf: DurableFunction[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> RunHandle[R]:
+        """Enqueue a run for the workers and return its handle (no worker runs here).
+
+        Options come from the workflow: `client.start(wf.options(id="x"), ...)`.
+        """
+        row = await self._create(wf, args, kwargs)
+        return RunHandle._new(row.id, self, wf.definition)
+
+    async def run(self, wf: DurableFunction[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Create (or find, by id) the run, work on it in this process until it ends.
+
+        Returns the result or raises the run's error. The live view follows
+        `wf.options(progress=...)`, else the settings.
+        """
+        row = await self._create(wf, args, kwargs)
+        if not Status(row.status).is_terminal:
+            row = await self._work_on(wf, row)
+        return cast(R, _outcome(row, wf.definition))
+
+    @overload
+    def handle(self, run_id: str) -> RunHandle[Any]: ...
+    @overload
+    def handle(self, run_id: str, wf: DurableFunction[Any, R]) -> RunHandle[R]: ...
+    def handle(self, run_id: str, wf: DurableFunction[Any, Any] | None = None) -> RunHandle[Any]:
+        """A handle to an existing run, by id; with `wf`, its result comes back typed."""
+        return RunHandle._new(run_id, self, None if wf is None else _check_workflow(wf).definition)
+
+    async def _create(
+        self, wf: DurableFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> ExecutionRow:
+        wf = _check_workflow(wf)
+        check_run_arguments(wf, kwargs)
+        run_id = wf.run_options.id or str(uuid.uuid4())
+        payload = wf.definition.codec.dump_args(args, kwargs)
+        row, created = await self.store.create_run(
+            NewExecution(
+                id=run_id,
+                root_id=run_id,
+                kind=Kind.WORKFLOW.value,
+                name=wf.name,
+                input=payload,
+                queue=self.settings.queue,
+            )
+        )
+        if not created and (row.name != wf.name or row.parent_id is not None):
+            raise UsageError(
+                f"the id {run_id!r} already belongs to a run of {row.name}, not of {wf.name}: "
+                "choose another id"
+            )
+        return row
+
+    async def _work_on(self, wf: DurableFunction[Any, Any], row: ExecutionRow) -> ExecutionRow:
+        bus = EventBus()
+        view = _view(wf.run_options.progress, self.settings)
+        if view is not None:
+            view.follow(row.id)
+            bus.subscribe(view)
+        # This client's idle worker, or (first call, or runs awaited side by side) a new one.
+        worker = self._workers.pop(wf.registry, None)
+        if worker is None:
+            worker = Worker(self.store, wf.registry, self.settings, embedded=True)
+            await worker.open()
+        worker.bus = bus
+        with view or contextlib.nullcontext():
+            try:
+                row = await _work_until_done(worker, self.store, row.id, self.settings)
+            except BaseException:
+                with anyio.CancelScope(shield=True), contextlib.suppress(StoreError):
+                    await worker.close()
+                raise
+        if wf.registry in self._workers or self._store is None:
+            with anyio.CancelScope(shield=True):  # another call parked one: one is enough
+                await worker.close()
+        else:
+            self._workers[wf.registry] = worker
+        if view is not None:
+            ok = row.status == Status.SUCCEEDED
+            view.summary(repr(_outcome(row, wf.definition)) if ok else _error_line(row), ok)
+        return row
+
+
+def _outcome(row: ExecutionRow, definition: Definition | None) -> Any:
+    if row.status == Status.SUCCEEDED:
+        return row.output if definition is None else definition.codec.load_result(row.output)
+    if row.status == Status.CANCELLED:
+        raise RunCancelledError(f"run {row.id!r} was cancelled")
+    raise load_error(row.error)
+
+
+def _error_line(row: ExecutionRow) -> str:
+    error = json_object(row.error or {})
+    return f"{error.get('origin_type', 'error')}: {error.get('message', row.status)}"
+
+
+def _view(progress: object, settings: Settings) -> ProgressView | None:
+    from .progress import ProgressView  # rich loads only when something is drawn
+
+    if isinstance(progress, ProgressView):
+        return progress
+    if progress is None:
+        progress = settings.progress
+    if not isinstance(progress, bool):
+        raise UsageError(f"progress={progress!r}: use True, False or a flowz.progress.ProgressView")
+    return ProgressView() if progress else None
+
+
+async def _wait_terminal(store: Store, run_id: str, poll: float, deadline: float) -> ExecutionRow:
+    while True:
+        mark = store.change_mark()
+        row = await store.get_execution(run_id)
+        if row is None:
+            raise RunNotFoundError(f"no run with id {run_id!r}")
+        if Status(row.status).is_terminal:
+            return row
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"run {run_id!r} is still {row.status}")
+        await store.wait_for_change(min(poll, remaining), mark)
+
+
+async def _work_until_done(
+    worker: Worker, store: Store, run_id: str, settings: Settings
+) -> ExecutionRow:
+    """Run `worker` until the run ends; if the worker stops first on a store error, raise it."""
+    failure: StoreError | None = None
+    row: ExecutionRow | None = None
+    async with anyio.create_task_group() as tg:
+
+        async def work() -> None:
+            nonlocal failure
+            try:
+                await worker.work()
+            except StoreError as exc:  # logged by the worker too
+                failure = exc
+                tg.cancel_scope.cancel()
+
+        tg.start_soon(work)
+        row = await _wait_terminal(store, run_id, settings.poll_seconds, math.inf)
+        worker.stop()
+    if row is None:
+        assert failure is not None  # only a failed worker cancels the wait
+        raise failure
+    return row
+
+
+@final
+class RunHandle(Generic[R]):
+    """A workflow run in the database; from `wf.start()`, `client.start()` or `client.handle()`."""
+
+    def __init__(self) -> None:
+        raise TypeError("RunHandle objects come from wf.start(); they are not built directly")
+
+    @classmethod
+    def _new(cls, run_id: str, client: Client, definition: Definition | None) -> RunHandle[R]:
+        handle = cls.__new__(cls)
+        handle.id = run_id
+        handle._client = client
+        handle._definition = definition
+        return handle
+
+    id: str
+    _client: Client
+    _definition: Definition | None
+
+    def __repr__(self) -> str:
+        name = self._definition.name if self._definition else "run"
+        return f"<RunHandle {name} id={self.id!r}>"
+
+    @contextlib.asynccontextmanager
+    async def _store(self) -> AsyncIterator[Store]:
+        # A handle outlives its client (wf.start() closes the implicit one; a handle may
+        # be kept after `async with` or used in another event loop): then it opens one.
+        if self._client.is_open:
+            yield self._client.store
+        else:
+            async with Client(settings=self._client.settings) as client:
+                yield client.store
+
+    async def _row(self, store: Store) -> ExecutionRow:
+        row = await store.get_execution(self.id)
+        if row is None:
+            raise RunNotFoundError(f"no run with id {self.id!r}")
+        return row
+
+    async def status(self) -> Status:
+        """The run's current status."""
+        async with self._store() as store:
+            return Status((await self._row(store)).status)
+
+    async def result(self, *, timeout: float | None = None) -> R:
+        """Wait for the run to end (a worker must run it); return its result or raise its error."""
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
+        async with self._store() as store:
+            poll = self._client.settings.poll_seconds
+            row = await _wait_terminal(store, self.id, poll, deadline)
+        return cast(R, _outcome(row, self._definition))
+
+    async def cancel(self) -> int:
+        """Cancel the run and its unfinished subtree; returns how many executions stopped.
+
+        Pending children never start; running ones are dropped at their next durable call.
+        """
+        async with self._store() as store:
+            return await store.cancel_run(self.id)
+
+    async def retry(self) -> None:
+        """Resume a failed run: completed steps and children are kept, failed ones run again."""
+        async with self._store() as store:
+            if not await store.retry_run(self.id):
+                status = (await self._row(store)).status
+                raise UsageError(f"run {self.id!r} is {status}; only a failed run can be retried")
+
+
+def _loop_key() -> object:
+    """The running event loop (asyncio) or run (trio), as anyio names it."""
+    return anyio.lowlevel.current_token().native_token

@@ -1,0 +1,61 @@
+"""Schema migrations: a new database gets the current schema, an older one the missing steps.
+
+A migration is numbered, written for both dialects, and idempotent (IF NOT EXISTS),
+so a step that was interrupted can run again. Stores run the plan under their
+migration lock (PostgreSQL: an advisory lock; SQLite: the write lock) and record
+each version they apply in flowz_schema.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._sql import SCHEMA_VERSION, check_schema_version
+
+__all__ = ["MIGRATIONS", "Migration", "plan"]
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """The step from schema `version - 1` to `version`."""
+
+    version: int
+    description: str
+    #: Statements valid on both SQLite and PostgreSQL.
+    statements: tuple[str, ...]
+
+
+#: Every step after v1 (the schema of flowz 0.1), in order.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        2,
+        "index ix_flowz_executions_runs: list top-level runs newest first without a scan",
+        (
+            "CREATE INDEX IF NOT EXISTS ix_flowz_executions_runs "
+            "ON flowz_executions (created_at) WHERE parent_id IS NULL",
+        ),
+    ),
+)
+assert MIGRATIONS[-1].version == SCHEMA_VERSION, "add a migration with every schema change"
+
+
+def plan(found: int | None, dialect: str, where: str) -> list[Migration]:
+    """The steps that bring a database at schema `found` (None: empty) to SCHEMA_VERSION.
+
+    A newer schema is refused: migrations never go down.
+    """
+    if found is not None and found > SCHEMA_VERSION:
+        check_schema_version(found, where)
+    if found is None:
+        from sqlalchemy.dialects import postgresql, sqlite  # only here: a new database
+
+        from ._models import schema_statements
+
+        rendering = (
+            postgresql.dialect()  # type: ignore[no-untyped-call]
+            if dialect == "postgresql"
+            else sqlite.dialect()
+        )
+        statements = tuple(schema_statements(rendering))
+        return [Migration(SCHEMA_VERSION, f"created the schema (v{SCHEMA_VERSION})", statements)]
+    return [m for m in MIGRATIONS if m.version > found]

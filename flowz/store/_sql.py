@@ -1,0 +1,154 @@
+"""Store policy, written once: columns, rows, SQL fragments, the change signal, the schema check.
+
+Both stores build their statements from these pieces, so what they select, how
+they give a lease up, in which order they claim and which schema versions they
+accept cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+
+from .._serde import dumps, loads
+from .._types import JSON, TERMINAL_STATUSES
+from ..errors import SchemaVersionError
+from ._protocol import ExecutionRow, JournalEntry, NewExecution
+
+__all__ = [
+    "CLAIM_ORDER",
+    "EXECUTION_COLUMNS",
+    "JOURNAL_COLUMNS",
+    "JOURNAL_SELECT",
+    "LEASE_CLEARED",
+    "SCHEMA_VERSION",
+    "TERMINAL_SQL",
+    "ChangeSignal",
+    "check_schema_version",
+    "dumps_or_none",
+    "execution_row",
+    "journal_entry",
+    "journal_params",
+    "new_execution_params",
+]
+
+#: The schema this flowz reads and writes; `_migrate.MIGRATIONS` brings older ones here.
+SCHEMA_VERSION = 2
+
+_EXECUTION_FIELDS = tuple(f.name for f in dataclasses.fields(ExecutionRow))
+#: The columns of flowz_executions, in ExecutionRow's field order.
+EXECUTION_COLUMNS = ", ".join(_EXECUTION_FIELDS)
+_JSON_FIELDS = frozenset({"input", "output", "error"})
+_EXECUTION_JSON = [i for i, name in enumerate(_EXECUTION_FIELDS) if name in _JSON_FIELDS]
+
+_JOURNAL_FIELDS = tuple(f.name for f in dataclasses.fields(JournalEntry))
+_JOURNAL_JSON = [i for i, name in enumerate(_JOURNAL_FIELDS) if name in _JSON_FIELDS]
+#: The columns of flowz_journal that journal_params fills, in its order.
+JOURNAL_COLUMNS = "execution_id, " + ", ".join(_JOURNAL_FIELDS)
+#: SELECT list of a journal read, in JournalEntry's field order.
+JOURNAL_SELECT = ", ".join(_JOURNAL_FIELDS)
+
+#: SET list that gives a lease up: no owner, no token, no expiry.
+LEASE_CLEARED = "claim_token = NULL, lease_owner = NULL, lease_expires_at = NULL"
+#: Which due pending executions a claim takes first.
+CLAIM_ORDER = "ORDER BY priority DESC, run_at"
+#: The terminal statuses as an SQL list.
+TERMINAL_SQL = ", ".join(f"'{s}'" for s in TERMINAL_STATUSES)
+
+
+def dumps_or_none(value: JSON) -> str | None:
+    """JSON text, or None for SQL NULL."""
+    return None if value is None else dumps(value)
+
+
+def execution_row(r: Sequence[Any]) -> ExecutionRow:
+    """An ExecutionRow from a row whose first columns are EXECUTION_COLUMNS."""
+    values = list(r[: len(_EXECUTION_FIELDS)])  # a claim appends columns of its own
+    for i in _EXECUTION_JSON:
+        values[i] = loads(values[i])
+    return ExecutionRow(*values)
+
+
+def journal_entry(r: Sequence[Any]) -> JournalEntry:
+    """A JournalEntry from a row selected as JOURNAL_SELECT."""
+    values = list(r)
+    for i in _JOURNAL_JSON:
+        values[i] = loads(values[i])
+    return JournalEntry(*values)
+
+
+def journal_params(execution_id: str, e: JournalEntry) -> tuple[Any, ...]:
+    """The values of JOURNAL_COLUMNS for one entry."""
+    return (
+        execution_id,
+        *(
+            dumps_or_none(getattr(e, name)) if name in _JSON_FIELDS else getattr(e, name)
+            for name in _JOURNAL_FIELDS
+        ),
+    )
+
+
+def new_execution_params(e: NewExecution) -> tuple[Any, ...]:
+    """The insert values of a new execution.
+
+    In order: id, root_id, parent_id, position, child_index, kind, name, input,
+    max_attempts, run_at, queue, priority.
+    """
+    return (
+        e.id,
+        e.root_id,
+        e.parent_id,
+        e.position,
+        e.child_index,
+        e.kind,
+        e.name,
+        dumps(e.input),
+        e.max_attempts,
+        e.run_at,
+        e.queue,
+        e.priority,
+    )
+
+
+def check_schema_version(found: int | None, where: str) -> None:
+    """Refuse a database whose schema is not the one this flowz knows."""
+    if found is None or found == SCHEMA_VERSION:
+        return
+    if found < SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"the database {where} has schema v{found} and this flowz needs "
+            f"v{SCHEMA_VERSION}: run `flowz db upgrade` (with the same FLOWZ_DATABASE_URL)"
+        )
+    raise SchemaVersionError(
+        f"the database {where} has schema v{found}, newer than the v{SCHEMA_VERSION} this "
+        "flowz knows: upgrade flowz (pip install -U flowz) on this machine"
+    )
+
+
+class ChangeSignal:
+    """What a store's waiters wait on: a count of changes seen, and an event per wait."""
+
+    def __init__(self) -> None:
+        #: Changes seen so far: this process's commits, and notifications from others.
+        self.generation = 0
+        self._event: anyio.Event | None = None
+
+    def notify(self) -> None:
+        """A change happened: wake every waiter."""
+        self.generation += 1
+        self.notify_waiters()
+
+    def notify_waiters(self) -> None:
+        """Wake every waiter without a change (they look again, and one may take a job over)."""
+        if self._event is not None:
+            self._event.set()
+            self._event = None
+
+    def event(self) -> anyio.Event:
+        """The event the next `notify()` sets."""
+        if self._event is None:
+            self._event = anyio.Event()
+        return self._event

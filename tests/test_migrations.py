@@ -1,0 +1,119 @@
+"""A database made by flowz 0.1 (schema v1) is refused, upgraded in place, and its run finishes."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+import flowz
+import flowz.store
+import flowz.testing
+from flowz.store import Store
+from tests.cli_app import squares
+from tests.conftest import ENGINES, POSTGRES_URL, admin_execute, with_database
+
+ROOT = Path(__file__).parents[1]
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(params=ENGINES)
+def v1_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database holding the v1 fixture: its schema, and one pending run."""
+    script = FIXTURES / f"schema_v1_{request.param.replace('postgres', 'postgresql')}.sql"
+    if request.param == "sqlite":
+        path = tmp_path / "v1.db"
+        with sqlite3.connect(path) as db:
+            db.executescript(script.read_text())
+        yield f"sqlite:///{path}"
+        return
+    import psycopg
+
+    name = f"flowz_v1_{uuid.uuid4().hex[:12]}"
+    admin_execute(f"CREATE DATABASE {name}")
+    url = with_database(POSTGRES_URL, name)
+    try:
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute(script.read_text())  # type: ignore[call-overload]
+        yield url
+    finally:
+        admin_execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def flowz_command(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FLOWZ_DATABASE_URL": url, "FLOWZ_PROGRESS": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "flowz", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def index_names(store: Store) -> set[str]:
+    from flowz.store import PostgresStore, SqliteStore
+
+    if isinstance(store, SqliteStore):
+        rows = store._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        return {r[0] for r in rows if r[0].startswith("ix_")}
+    assert isinstance(store, PostgresStore)
+    rows = await store.db.select(
+        "SELECT indexname FROM pg_indexes WHERE indexname LIKE 'ix_%%'", ()
+    )
+    return {r[0] for r in rows}
+
+
+@pytest.mark.slow
+def test_a_v1_database_is_upgraded_in_place_and_its_run_finishes(
+    v1_database: str, tmp_path: Path
+) -> None:
+    flowz.store._current.clear()
+    # Workers and clients refuse it with one line naming the command.
+    refused = flowz_command(v1_database, "worker", "tests.cli_app")
+    assert refused.returncode == 1
+    assert refused.stderr.strip().endswith(
+        "run `flowz db upgrade` (with the same FLOWZ_DATABASE_URL)"
+    )
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert "needs v2" in flowz_command(v1_database, "status", "v1-run").stderr
+
+    async def client_open() -> None:
+        async with flowz.Client(v1_database):
+            pass
+
+    with pytest.raises(flowz.SchemaVersionError, match="has schema v1 and this flowz needs v2"):
+        anyio.run(client_open)
+
+    upgraded = flowz_command(v1_database, "db", "upgrade")
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert upgraded.stdout.splitlines() == [
+        "v2: index ix_flowz_executions_runs: list top-level runs newest first without a scan",
+        "schema at v2",
+    ]
+    again = flowz_command(v1_database, "db", "upgrade")
+    assert again.stdout.strip() == "schema at v2: nothing to do"
+
+    async def finish_the_old_run() -> tuple[list[int], set[str], set[str]]:
+        async with flowz.Client(v1_database) as client:
+            result = await client.run(squares.options(id="v1-run", progress=False), 5)
+            upgraded_indexes = await index_names(client.store)
+        fresh = f"sqlite:///{tmp_path / 'fresh.db'}" if v1_database.startswith("sqlite") else None
+        if fresh is None:
+            async with flowz.testing.temp_client(postgres=POSTGRES_URL) as other:
+                return result, upgraded_indexes, await index_names(other.store)
+        async with flowz.Client(fresh) as other:
+            return result, upgraded_indexes, await index_names(other.store)
+
+    result, upgraded_indexes, fresh_indexes = anyio.run(finish_the_old_run)
+    assert result == [0, 1, 4, 9, 16]  # the pending run of the old database, run to the end
+    assert upgraded_indexes == fresh_indexes  # an upgraded database is a new one
