@@ -29,6 +29,7 @@ from flowz import gather_durable, step, workflow
 
 from .core import (
     ROOT,
+    create_schema,
     fan,
     in_process,
     postgres_database,
@@ -64,6 +65,8 @@ def one_step_workflows(url: str, n: int) -> float:
     One client for all, as DBOS launches once for all of its workflows.
     """
 
+    create_schema(url)
+
     async def main() -> float:
         async with flowz.Client(url, settings=flowz.Settings(progress=False)) as client:
             started = time.perf_counter()
@@ -77,6 +80,7 @@ def one_step_workflows(url: str, n: int) -> float:
 def one_step_zero_setup(url: str, n: int) -> float:
     """n one-step workflows with `await wf.run(i)`: a client opened and closed per call."""
     os.environ["FLOWZ_DATABASE_URL"] = url
+    create_schema(url)
 
     async def main() -> float:
         started = time.perf_counter()

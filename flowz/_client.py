@@ -58,9 +58,16 @@ def _check_workflow(wf: object) -> DurableFunction[Any, Any]:
 class Client:
     """A connection to one flowz database: start runs, run them here, find them again.
 
-    An async context manager: it opens the store (and, on PostgreSQL, the pool)
-    on entry and closes everything on exit. `url` wins over `settings`, which
-    win over the `FLOWZ_*` variables.
+    An async context manager: it opens the store (on PostgreSQL, the pool and the
+    LISTEN connection) on entry and closes everything on exit. Nothing runs in
+    the background: a worker runs only inside `client.run()`.
+
+    Args:
+        url: the database (`sqlite:///path.db`, `postgresql://...`); wins over
+            `settings.database_url`.
+        settings: how to connect and run (default: `flowz.Settings.from_env()`, the
+            `FLOWZ_*` variables).
+        clock: the store's clock; `flowz.testing` passes its time-skipping one.
 
     Example:
         >>> async with flowz.Client("sqlite:///runs.db") as client:

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 import anyio
 import pytest
 
-from flowz._config import Settings
+from flowz import Settings
 from flowz.store import SqliteStore, Store, open_store
 
 POSTGRES_URL = os.environ.get("FLOWZ_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test")

@@ -44,13 +44,13 @@ OWNERS = {
 HEAVY = ("sqlalchemy", "sqlmodel", "psycopg", "rich", "typer", "pydantic.main", "asyncio")
 
 
-def module_name(path: Path) -> str:
-    return ".".join(path.relative_to(PACKAGE).with_suffix("").parts).removesuffix(".__init__")
+def module_name(path: Path, package: Path = PACKAGE) -> str:
+    return ".".join(path.relative_to(package).with_suffix("").parts).removesuffix(".__init__")
 
 
-def imports_of(path: Path) -> list[str]:
+def imports_of(path: Path, root: Path = PACKAGE) -> list[str]:
     """Every module the file imports, at any depth: flowz modules by name, others with '!'."""
-    name = module_name(path)
+    name = module_name(path, root)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
@@ -60,7 +60,7 @@ def imports_of(path: Path) -> list[str]:
             module = ".".join([*base, *(node.module.split(".") if node.module else [])])
             # `from . import _client` names a module; `from ._x import y` names _x.
             submodules = [f"{module}.{a.name}".lstrip(".") for a in node.names]
-            named = [m for m in submodules if m in RANK]
+            named = [m for m in submodules if (root / f"{m.replace('.', '/')}.py").exists()]
             found.extend(named or [module])
         elif isinstance(node, ast.ImportFrom) and node.module:
             found.append(f"!{node.module}")
@@ -129,3 +129,56 @@ def test_import_flowz_loads_no_heavy_library() -> None:
 def test_the_command_line_loads_only_what_a_command_needs() -> None:
     loaded = loaded_after("import flowz.cli")
     assert [h for h in ("sqlalchemy", "sqlmodel", "psycopg", "rich") if h in loaded] == []
+
+
+def import_graph(package: Path) -> dict[str, set[str]]:
+    """flowz module -> the flowz modules it imports (every kind of import), for any checkout."""
+    names = {module_name(p, package) for p in package.rglob("*.py")} - {"__init__"}
+    return {
+        name: {t for t in imports_of(p, package) if t in names} - {name}
+        for p in sorted(package.rglob("*.py"))
+        if (name := module_name(p, package)) != "__init__"
+    }
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import cycles: strongly connected groups of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in graph.get(node, ()):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_graph_has_no_cycle() -> None:
+    assert cycles(import_graph(PACKAGE)) == []
+
+
+if __name__ == "__main__":  # python -m tests.test_architecture [path/to/flowz]
+    graph = import_graph(Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else PACKAGE)
+    for module, targets in sorted(graph.items()):
+        print(f"{module} -> {', '.join(sorted(targets)) or '-'}")
+    print("cycles:", cycles(graph) or "none")

@@ -13,8 +13,7 @@ import psycopg
 import pytest
 
 import flowz
-from flowz import step, workflow
-from flowz._config import Settings
+from flowz import Settings, step, workflow
 from flowz.store import open_store
 from flowz.store._protocol import NewExecution
 

@@ -15,8 +15,7 @@ import anyio
 import pytest
 
 import flowz
-from flowz import gather_durable, step, workflow
-from flowz._config import Settings
+from flowz import Settings, gather_durable, step, workflow
 from flowz.errors import NonDeterminismError, SerializationError, StepTimeoutError, UsageError
 from flowz.store import open_store
 

@@ -8,8 +8,7 @@ import anyio
 import pytest
 
 import flowz
-from flowz import step, workflow
-from flowz._config import Settings
+from flowz import Settings, step, workflow
 from flowz.errors import ConfigError, StoreError, StoreUnavailableError, UsageError
 from flowz.store import open_store
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from flowz._config import Settings
+from flowz import Settings
 from flowz.store import open_store
 from tests import fault_app
 

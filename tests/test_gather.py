@@ -13,8 +13,7 @@ import pydantic
 import pytest
 
 import flowz
-from flowz import gather_durable, step, workflow
-from flowz._config import Settings
+from flowz import Settings, gather_durable, step, workflow
 from flowz.store import open_store
 from flowz.store._protocol import ExecutionRow
 

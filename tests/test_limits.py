@@ -7,8 +7,7 @@ import pytest
 
 import flowz
 import flowz.errors
-from flowz import gather_durable, step, workflow
-from flowz._config import Settings
+from flowz import Settings, gather_durable, step, workflow
 from flowz.store import open_store
 
 calls: dict[str, int] = {}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +18,8 @@ import flowz.testing
 from flowz.store import Store
 from tests.cli_app import squares
 from tests.conftest import ENGINES, POSTGRES_URL, admin_execute, with_database
+from tests.test_cli import flowz as run_flowz
 
-ROOT = Path(__file__).parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
@@ -48,16 +47,7 @@ def v1_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
 
 
 def flowz_command(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FLOWZ_DATABASE_URL": url, "FLOWZ_PROGRESS": "0"}
-    return subprocess.run(
-        [sys.executable, "-m", "flowz", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_flowz({**os.environ, "FLOWZ_DATABASE_URL": url, "FLOWZ_PROGRESS": "0"}, *args)
 
 
 async def index_names(store: Store) -> set[str]:

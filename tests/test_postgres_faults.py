@@ -10,8 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from flowz import gather_durable, step, workflow
-from flowz._config import Settings
+from flowz import Settings, gather_durable, step, workflow
 from flowz.errors import StoreUnavailableError
 from flowz.store import PostgresStore, open_store
 from flowz.store._protocol import NewExecution

@@ -126,7 +126,7 @@ def test_watch_builds_the_same_tree_from_the_database(database_url: str) -> None
     flowz.run(pipeline.options(id="watched", progress=False), 30)
 
     async def model() -> ProgressModel:
-        from flowz._config import Settings
+        from flowz import Settings
         from flowz.cli import _model
         from flowz.store import open_store
 

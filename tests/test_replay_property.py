@@ -12,8 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import flowz
-from flowz import gather_durable, step, workflow
-from flowz._config import Settings
+from flowz import Settings, gather_durable, step, workflow
 from flowz.store import open_store
 
 

@@ -181,6 +181,16 @@ async def test_claim_takes_only_due_known_work_of_its_queue_by_priority(store: S
     assert due_in is not None and 3000 < due_in <= 3600
 
 
+async def test_nothing_pending_means_nothing_is_due(store: Store) -> None:
+    # A worker waits its poll interval then; 0 here would make its claim loop spin.
+    assert await store.next_due_in(NAMES, "default") is None
+    await store.create_run(run_factory())
+    await store.claim("w1", NAMES, "default", 1, 30)  # running, not pending
+    assert await store.next_due_in(NAMES, "default") is None
+    await store.create_run(run_factory("soon"))
+    assert await store.next_due_in(NAMES, "default") == 0.0  # due now
+
+
 async def test_claim_respects_the_batch_limit(store: Store) -> None:
     for i in range(5):
         await store.create_run(run_factory(f"r{i}"))

@@ -288,11 +288,11 @@ class PostgresStore:
         if not names:
             return None
         rows = await self.db.select(
-            f"SELECT greatest(min(run_at) - {_NOW}, 0) FROM flowz_executions "
+            f"SELECT min(run_at) - {_NOW} FROM flowz_executions "
             "WHERE status = 'pending' AND queue = %s AND name = ANY(%s)",
             (queue, list(names)),
         )
-        return None if rows[0][0] is None else float(rows[0][0])
+        return None if rows[0][0] is None else max(0.0, float(rows[0][0]))
 
     @retried
     async def register_worker(self, worker_id: str, host: str, pid: int) -> None:
