@@ -1,6 +1,6 @@
 """flowz: durable workflows that feel like plain async Python.
 
-Example:
+Examples:
     >>> import flowz
     >>> from flowz import workflow, step, gather_durable
     >>> @step

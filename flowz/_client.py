@@ -69,7 +69,7 @@ class Client:
             `FLOWZ_*` variables).
         clock: the store's clock; `flowz.testing` passes its time-skipping one.
 
-    Example:
+    Examples:
         >>> async with flowz.Client("sqlite:///runs.db") as client:
         ...     print(await client.run(fan, 1000))
         ...     handle = await client.start(fan.options(id="fan-1"), 10)

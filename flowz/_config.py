@@ -18,7 +18,7 @@ DEFAULT_DATABASE_URL = "sqlite:///.flowz/flowz.db"
 class Settings:
     """How flowz connects and runs; explicit values win over `FLOWZ_*` variables.
 
-    Example:
+    Examples:
         >>> Settings(database_url="sqlite:///tmp/x.db").database_url
         'sqlite:///tmp/x.db'
     """

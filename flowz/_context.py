@@ -235,7 +235,7 @@ def step_context() -> ContextVar[ExecutionContext | StepContext | None]:
 def current_step() -> StepContext:
     """The step running in this task.
 
-    Example:
+    Examples:
         >>> @step
         ... async def charge(amount: int) -> str:
         ...     key = flowz.current_step().idempotency_key
@@ -253,7 +253,7 @@ def current_step() -> StepContext:
 async def now() -> _dt.datetime:
     """The current UTC time, journaled: a replay returns the same value.
 
-    Example:
+    Examples:
         >>> started = await flowz.now()
     """
     ctx = current_context()
@@ -267,7 +267,7 @@ async def now() -> _dt.datetime:
 async def uuid4() -> _uuid.UUID:
     """A random UUID, journaled: a replay returns the same value.
 
-    Example:
+    Examples:
         >>> order_id = await flowz.uuid4()
     """
     ctx = current_context()
@@ -279,7 +279,7 @@ async def uuid4() -> _uuid.UUID:
 async def random() -> float:
     """A random float in [0, 1), journaled: a replay returns the same value.
 
-    Example:
+    Examples:
         >>> if await flowz.random() < 0.1: ...
     """
     ctx = current_context()
@@ -293,7 +293,7 @@ async def sleep(seconds: float) -> None:
 
     It resumes after `seconds`, even across restarts. Outside a workflow it is `anyio.sleep`.
 
-    Example:
+    Examples:
         >>> await flowz.sleep(3600)  # resumes in an hour, whatever happens meanwhile
     """
     if seconds < 0:

@@ -75,7 +75,7 @@ class WorkflowFunction(DurableFunction[P, R]):
         run started again after a crash resumes. `progress` is True, False or a
         `flowz.progress.ProgressView` (default: FLOWZ_PROGRESS).
 
-        Example:
+        Examples:
             >>> report = await crawl.options(id="crawl-2026-11-29").run(urls)
             >>> flowz.run(crawl.options(id="crawl-1", progress=False), urls)
         """
@@ -88,7 +88,7 @@ class WorkflowFunction(DurableFunction[P, R]):
         returning; for many calls, or to choose the database in code, open a
         `flowz.Client` once and use `client.run(wf, ...)`.
 
-        Example:
+        Examples:
             >>> report = await crawl.run(urls)  # in a notebook cell
         """
         check_run_arguments(self, kwargs)
@@ -98,7 +98,7 @@ class WorkflowFunction(DurableFunction[P, R]):
     async def start(self, *args: P.args, **kwargs: P.kwargs) -> RunHandle[R]:
         """Enqueue a run for the workers and return its handle at once.
 
-        Example:
+        Examples:
             >>> handle = await crawl.options(id="crawl-2026-11-29").start(urls)
             >>> report = await handle.result()
         """
@@ -173,7 +173,7 @@ def step(
         registry: where to register (default: the process-wide registry); a run of a
             workflow of this registry is worked on by workers of the same registry.
 
-    Example:
+    Examples:
         >>> @step(retries=3, timeout=30)
         ... async def fetch(url: str) -> str: ...
     """
@@ -225,7 +225,7 @@ def workflow(
     `registry=`, its runs are worked on by workers of that registry (`wf.run()`
     and a `flowz.Client` pick it up; `flowz worker --registry MODULE:ATTR`).
 
-    Example:
+    Examples:
         >>> @workflow
         ... async def crawl(urls: list[str]) -> int:
         ...     pages = await gather_durable(*(fetch(u) for u in urls))

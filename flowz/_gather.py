@@ -45,7 +45,7 @@ def schedule(call: DurableCall[T]) -> StepHandle[T]:
     The child is stored no later than the workflow's next durable call; several
     schedules in a row are stored in one transaction.
 
-    Example:
+    Examples:
         >>> h1, h2 = flowz.schedule(fetch(a)), flowz.schedule(fetch(b))
         >>> page_a, page_b = await flowz.wait_all([h1, h2])
     """
@@ -89,7 +89,7 @@ async def gather_durable(*calls: DurableCall[Any], return_exceptions: bool = Fal
     child to end. A failed child's error is raised (after its retries) while its
     siblings run on; with `return_exceptions=True` errors are returned in place.
 
-    Example:
+    Examples:
         >>> pages = await gather_durable(*(fetch(url) for url in urls))
     """
     ctx = _require_context("gather_durable()", calls)

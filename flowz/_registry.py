@@ -64,7 +64,7 @@ class Registry:
     of that registry: `wf.run()` and `flowz.Client.run()` pick it up from the
     workflow, `flowz worker MODULE --registry MODULE:ATTR` serves it.
 
-    Example:
+    Examples:
         >>> billing = flowz.Registry()
         >>> @flowz.step(registry=billing)
         ... async def charge(amount: int) -> str: ...

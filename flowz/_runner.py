@@ -25,7 +25,7 @@ def run(wf: DurableFunction[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
     again. The live progress view is drawn on standard error unless
     `wf.options(progress=False)` (or FLOWZ_PROGRESS=0).
 
-    Example:
+    Examples:
         >>> flowz.run(fan, 1000)
         999000
         >>> flowz.run(fan.options(id="fan-1000"), 1000)  # resumable by its id

@@ -45,7 +45,7 @@ def _pid_alive(pid: int) -> bool:
 class Worker:
     """Runs executions from one queue of one store until stopped.
 
-    Example:
+    Examples:
         >>> worker = Worker(store, default_registry(), Settings.from_env())  # doctest: +SKIP
         >>> await worker.run()  # doctest: +SKIP
     """

@@ -2,7 +2,7 @@
 
 The view is an event subscriber (`view(event)`); the state lives in a pure model.
 
-Example:
+Examples:
     >>> await crawl.run(urls)                  # shows the view live
     >>> await crawl.run(urls, progress=False)  # or FLOWZ_PROGRESS=0
 """

@@ -1,6 +1,6 @@
 """Test helpers: a client on a fresh temporary database, and a clock that skips waiting.
 
-Example:
+Examples:
     >>> from flowz.testing import temp_client
     >>> async def test_onboarding() -> None:
     ...     async with temp_client(skip_time=True) as client:

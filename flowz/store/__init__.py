@@ -46,7 +46,7 @@ async def open_store(settings: Settings, *, clock: Clock | None = None) -> Store
     is refused too. `clock` replaces the wall clock (SQLite only: the time-skipping
     clock of `flowz.testing`).
 
-    Example:
+    Examples:
         >>> store = await open_store(Settings(database_url="sqlite:///tmp/x.db"))  # doctest: +SKIP
     """
     store, key, where = await _connect(settings, clock)

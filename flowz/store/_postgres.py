@@ -78,7 +78,7 @@ def _insert_params(executions: Sequence[NewExecution]) -> list[list[Any]]:
 class PostgresStore:
     """The PostgreSQL store, for many workers on many machines.
 
-    Example:
+    Examples:
         >>> store = PostgresStore("postgresql://root@127.0.0.1/flowz")  # doctest: +SKIP
         >>> await store.open()  # doctest: +SKIP
     """

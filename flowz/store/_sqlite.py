@@ -78,7 +78,7 @@ def path_from_url(url: str) -> Path:
 class SqliteStore:
     """The embedded SQLite store: one file, shared safely by the processes of one host.
 
-    Example:
+    Examples:
         >>> store = SqliteStore("/tmp/flowz-doc.db")  # doctest: +SKIP
         >>> await store.migrate()  # doctest: +SKIP
     """
