@@ -23,8 +23,8 @@ from ._config import Settings
 from ._context import DurableFunction, check_run_arguments
 from ._events import EventBus
 from ._registry import Definition, Registry
-from ._serde import load_error
-from ._types import Kind, Status, json_object
+from ._serde import dumps, load_error
+from ._types import JSON, Kind, Status, json_object
 from ._worker import Worker
 from .errors import (
     NotAWorkflowError,
@@ -154,8 +154,17 @@ class Client:
         `wf.options(progress=...)`, else the settings.
         """
         row = await self._create(wf, args, kwargs)
-        if not Status(row.status).is_terminal:
-            row = await self._work_on(wf, row)
+        if Status(row.status).is_terminal:
+            try:
+                return cast(R, _outcome(row, wf.definition))
+            except Exception as exc:
+                if row.status == Status.FAILED:
+                    exc.add_note(
+                        f"run {row.id!r} had failed already; to resume it (completed steps are "
+                        f"kept): `flowz retry {row.id}` or `await client.handle(...).retry()`"
+                    )
+                raise
+        row = await self._work_on(wf, row)
         return cast(R, _outcome(row, wf.definition))
 
     @overload
@@ -187,6 +196,12 @@ class Client:
             raise UsageError(
                 f"the id {run_id!r} already belongs to a run of {row.name}, not of {wf.name}: "
                 "choose another id"
+            )
+        if not created and row.input != payload:
+            raise UsageError(
+                f"run {run_id!r} already exists with other arguments ({_abbreviated(row.input)}, "
+                f"not {_abbreviated(payload)}): an id names one run; choose another id for "
+                "new arguments, or pass the same ones to resume it or get its result"
             )
         return row
 
@@ -226,6 +241,11 @@ def _outcome(row: ExecutionRow, definition: Definition | None) -> Any:
     if row.status == Status.CANCELLED:
         raise RunCancelledError(f"run {row.id!r} was cancelled")
     raise load_error(row.error)
+
+
+def _abbreviated(value: JSON, limit: int = 60) -> str:
+    text = dumps(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _error_line(row: ExecutionRow) -> str:

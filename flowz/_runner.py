@@ -36,14 +36,18 @@ def run(wf: DurableFunction[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
     check_run_arguments(wf, kwargs)
     try:
         asyncio.get_running_loop()
+        running = True
     except RuntimeError:
+        running = False
+    if running:
+        raise UsageError(
+            "flowz.run() blocks, and an event loop is already running here (a notebook, or "
+            "async code): use `await workflow.run(...)` instead"
+        )
 
-        async def main() -> R:
-            async with Client() as client:
-                return await client.run(wf, *args, **kwargs)
+    async def main() -> R:
+        async with Client() as client:
+            return await client.run(wf, *args, **kwargs)
 
-        return anyio.run(main)
-    raise UsageError(
-        "flowz.run() blocks, and an event loop is already running here (a notebook, or "
-        "async code): use `await workflow.run(...)` instead"
-    )
+    # Outside the `except` above: a run's error must not carry "no running event loop".
+    return anyio.run(main)

@@ -56,9 +56,13 @@ def _settings(db: str | None, **overrides: Any) -> Settings:
     return Settings.from_env(database_url=db, **overrides)
 
 
-def _with_store(settings: Settings, use: Callable[[Store], Awaitable[T]]) -> T:
+def _with_store(
+    settings: Settings, use: Callable[[Store], Awaitable[T]], *, create: bool = False
+) -> T:
+    """Run `use` on the database; only `create=True` (the worker) may make a new one."""
+
     async def main() -> T:
-        store = await open_store(settings)
+        store = await open_store(settings, create=create)
         try:
             return await use(store)
         finally:
@@ -234,7 +238,9 @@ def worker(
     db: DbOption = None,
     concurrency: Annotated[
         int | None,
-        typer.Option(envvar="FLOWZ_CONCURRENCY", help="Executions run at once [default: 64]."),
+        typer.Option(
+            envvar="FLOWZ_CONCURRENCY", help="How many executions to run at once (default: 64)."
+        ),
     ] = None,
     queue: Annotated[
         str | None, typer.Option(envvar="FLOWZ_QUEUE", help="Queue to take work from.")
@@ -256,7 +262,7 @@ def worker(
         load_module(module)
     served = default_registry() if registry is None else _load_registry(registry)
     settings = _settings(db, concurrency=concurrency, queue=queue)
-    _with_store(settings, lambda store: serve(store, served, settings))
+    _with_store(settings, lambda store: serve(store, served, settings), create=True)
 
 
 def _load_registry(target: str) -> Registry:

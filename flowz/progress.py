@@ -182,6 +182,10 @@ class ProgressView:
             return render_tree(self.model, self._clock())
 
     def __enter__(self) -> ProgressView:
+        if self.mode != "live" and self.model.root_id:
+            # The live tree shows the id at its top; elsewhere (CI logs, pipes, Jupyter's
+            # final tree) this line is the only way to find an unnamed run again.
+            self.console.print(f"flowz run {self.model.root_id}", markup=False, highlight=False)
         if self.mode == "live":
             self._live = Live(
                 self,

@@ -9,10 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 from typer.testing import CliRunner
 
-from flowz import FlowzError
+from flowz import Client, FlowzError
 from flowz.cli import app
 
 ROOT = Path(__file__).parents[1]
@@ -91,6 +92,14 @@ def test_start_enqueues_and_cancel_stops_the_tree(cli_env: dict[str, str]) -> No
     assert "cancelled" in out
 
 
+def make_database(url: str) -> None:
+    async def open_and_close() -> None:
+        async with Client(url):
+            pass
+
+    anyio.run(open_and_close)
+
+
 BAD_INPUTS = [
     (["run", "no_such_module:wf"], "cannot import 'no_such_module': no such module"),
     (["run", "tests/missing.py:wf"], "no such file: tests/missing.py"),
@@ -110,6 +119,7 @@ BAD_INPUTS = [
 def test_bad_input_gets_one_clear_error(
     cli_env: dict[str, str], args: list[str], message: str
 ) -> None:
+    make_database(cli_env["FLOWZ_DATABASE_URL"])  # read commands never create one
     code, _, error = invoke(*args)
     assert code != 0 and isinstance(error, FlowzError)
     assert message in str(error)
@@ -122,6 +132,7 @@ def test_bad_input_gets_one_line_on_stderr_from_the_real_command(
 ) -> None:
     monkeypatch.chdir(ROOT)
     env = {**os.environ, "FLOWZ_DATABASE_URL": f"sqlite:///{tmp_path / 'bad.db'}"}
+    make_database(env["FLOWZ_DATABASE_URL"])
     done = flowz(env, *args)
     assert done.returncode == 1
     assert done.stderr.startswith("flowz: ") and message in done.stderr
@@ -143,6 +154,8 @@ def test_version_and_help(cli_env: dict[str, str]) -> None:
     for command in ("run", "start", "worker", "status", "list", "show", "watch", "cancel", "retry"):
         code, out, _ = invoke(command, "--help")
         assert code == 0 and "Usage" in out, command
+    wide = runner.invoke(app, ["worker", "--help"], env={"COLUMNS": "200"}).output
+    assert "at once (default: 64)." in wide  # rich markup once ate "[default: 64]"
 
 
 @pytest.mark.slow

@@ -368,9 +368,11 @@ def test_a_durable_sleep_frees_the_worker_and_survives_a_restart(database_url: s
 def test_idempotent_start_by_id(database_url: str) -> None:
     async def main() -> None:
         first = await arithmetic.options(id="same").start(1)
-        second = await arithmetic.options(id="same").start(99)
+        second = await arithmetic.options(id="same").start(1)
         assert first.id == second.id == "same"
-        assert await arithmetic.options(id="same").run(99) == 20
+        with pytest.raises(UsageError, match="already exists with other arguments"):
+            await arithmetic.options(id="same").start(99)
+        assert await arithmetic.options(id="same", progress=False).run(1) == 20
         store = await open_store(Settings.from_env())
         rows = await store.list_executions("same")
         await store.aclose()

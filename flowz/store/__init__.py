@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .._config import Settings
-from ..errors import ConfigError
+from ..errors import ConfigError, StoreUnavailableError
 from ._protocol import Store
 from ._sql import check_schema_version
 
@@ -38,18 +38,21 @@ def __getattr__(name: str) -> Any:
 _current: set[str] = set()
 
 
-async def open_store(settings: Settings, *, clock: Clock | None = None) -> Store:
+async def open_store(
+    settings: Settings, *, clock: Clock | None = None, create: bool = True
+) -> Store:
     """Open the store that `settings.database_url` names.
 
     An empty database gets the schema. One at an older schema is refused with the
     command that upgrades it (`flowz db upgrade`, or `upgrade_schema`); a newer one
     is refused too. `clock` replaces the wall clock (SQLite only: the time-skipping
-    clock of `flowz.testing`).
+    clock of `flowz.testing`). With `create=False` (the CLI's read and operate
+    commands) a SQLite file that does not exist is an error, not a new database.
 
     Examples:
         >>> store = await open_store(Settings(database_url="sqlite:///tmp/x.db"))  # doctest: +SKIP
     """
-    store, key, where = await _connect(settings, clock)
+    store, key, where = await _connect(settings, clock, create)
     if key in _current:
         return store
     try:
@@ -67,7 +70,7 @@ async def open_store(settings: Settings, *, clock: Clock | None = None) -> Store
 
 async def upgrade_schema(settings: Settings) -> list[str]:
     """Bring the database to this flowz's schema; what was done, one line per step."""
-    store, key, _ = await _connect(settings, None)
+    store, key, _ = await _connect(settings, None, create=True)
     try:
         done = await store.migrate()
     finally:
@@ -76,7 +79,7 @@ async def upgrade_schema(settings: Settings) -> list[str]:
     return done
 
 
-async def _connect(settings: Settings, clock: Clock | None) -> tuple[Store, str, str]:
+async def _connect(settings: Settings, clock: Clock | None, create: bool) -> tuple[Store, str, str]:
     """The store, a key naming its database, and where it is (for messages)."""
     url = settings.database_url
     if url.startswith("sqlite:"):
@@ -86,6 +89,11 @@ async def _connect(settings: Settings, clock: Clock | None) -> tuple[Store, str,
         key = f"sqlite:{path.resolve()}"
         if not path.exists():  # deleted since this process last looked: look again
             _current.discard(key)
+            if not create:
+                raise StoreUnavailableError(
+                    f"no flowz database at {str(path)!r}: check FLOWZ_DATABASE_URL or --db "
+                    "(the default is ./.flowz/flowz.db, relative to this folder)"
+                )
         store = SqliteStore(path, synchronous=settings.sqlite_synchronous, clock=clock)
         return store, key, repr(str(path))
     if clock is not None:
@@ -93,7 +101,13 @@ async def _connect(settings: Settings, clock: Clock | None) -> tuple[Store, str,
             "a custom clock (time skipping) works with the SQLite store only: PostgreSQL "
             "keeps the database's own clock"
         )
-    from ._postgres import PostgresStore
+    try:
+        from ._postgres import PostgresStore
+    except ImportError as exc:
+        raise ConfigError(
+            f"{url.partition(':')[0]} URLs need psycopg, which is not installed: "
+            'pip install "flowz[postgres]"'
+        ) from exc
 
     postgres = PostgresStore(
         url.replace("postgres://", "postgresql://", 1), max_connections=settings.pool_size

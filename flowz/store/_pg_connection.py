@@ -16,15 +16,9 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
-
-try:
-    import psycopg
-    from psycopg import sql
-    from psycopg_pool import AsyncConnectionPool, PoolTimeout
-except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImportError(
-        'Please install `psycopg` to use PostgreSQL: pip install "flowz[postgres]"'
-    ) from exc
+import psycopg
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..errors import StoreError, StoreNotWritableError, StoreUnavailableError
 from ._sql import ChangeSignal

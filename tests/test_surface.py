@@ -1,0 +1,116 @@
+"""What the user sees is true: clean errors, clear messages (issue: the surface)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+import pytest
+
+import flowz
+from flowz import step, workflow
+
+ROOT = Path(__file__).parents[1]
+
+
+class Declined(Exception):
+    pass
+
+
+@step
+async def charge(amount: int) -> int:
+    raise Declined(f"card declined for {amount}")
+
+
+@workflow
+async def checkout(amount: int) -> int:
+    return await charge(amount)
+
+
+def test_a_failed_run_shows_the_users_error_without_flowz_internal_chains(
+    database_url: str,
+) -> None:
+    with pytest.raises(Declined, match="card declined for 5") as info:
+        flowz.run(checkout.options(progress=False), 5)
+    shown = "".join(traceback.format_exception(info.value))
+    assert "no running event loop" not in shown
+    assert "During handling of the above exception" not in shown
+
+
+def test_a_postgresql_url_without_psycopg_is_one_line() -> None:
+    code = (
+        "import sys; sys.modules['psycopg'] = None; sys.modules['psycopg_pool'] = None\n"
+        "from flowz.cli import main; main()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, "status", "x", "--db", "postgresql://u@127.0.0.1/db"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "FLOWZ_PROGRESS": "0"},
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        'flowz: postgresql URLs need psycopg, which is not installed: pip install "flowz[postgres]"'
+    ]
+
+
+@step
+async def square(x: int) -> int:
+    return x * x
+
+
+@workflow
+async def squares(n: int) -> list[int]:
+    return [await square(i) for i in range(n)]
+
+
+def test_the_run_id_is_printed_first_without_a_terminal(database_url: str) -> None:
+    import io
+
+    from rich.console import Console
+
+    from flowz.progress import ProgressView
+
+    out = io.StringIO()
+    view = ProgressView(console=Console(file=out, force_terminal=False), mode="lines")
+    flowz.run(squares.options(id="found-again", progress=view), 2)
+    assert out.getvalue().splitlines()[0] == "flowz run found-again"
+
+
+def test_read_commands_never_create_a_database(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "flowz.db"
+    for args in (["status", "x"], ["list"], ["show", "x"], ["watch", "x"], ["cancel", "x"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "flowz", *args, "--db", f"sqlite:///{missing}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 1, args
+        assert done.stderr.startswith(f"flowz: no flowz database at '{missing}'"), done.stderr
+    assert not missing.parent.exists()
+
+
+def test_reusing_a_run_id_with_other_arguments_is_refused(database_url: str) -> None:
+    quiet = squares.options(id="sq", progress=False)
+    assert flowz.run(quiet, 3) == [0, 1, 4]
+    assert flowz.run(quiet, 3) == [0, 1, 4]  # the same arguments: the stored result
+    with pytest.raises(flowz.UsageError, match=r"run 'sq' already exists with other arguments"):
+        flowz.run(quiet, 4)
+
+
+def test_rerunning_a_failed_id_says_how_to_resume_it(database_url: str) -> None:
+    failing = checkout.options(id="co", progress=False)
+    with pytest.raises(Declined):
+        flowz.run(failing, 1)
+    with pytest.raises(Declined) as again:
+        flowz.run(failing, 1)
+    assert any("flowz retry co" in note for note in again.value.__notes__)
