@@ -22,6 +22,7 @@ import anyio.lowlevel
 from ._config import Settings
 from ._context import DurableFunction, check_run_arguments
 from ._events import EventBus
+from ._progress_model import ProgressModel
 from ._registry import Definition, Registry
 from ._serde import dumps, load_error
 from ._types import JSON, Kind, Status, json_object
@@ -209,7 +210,9 @@ class Client:
         bus = EventBus()
         view = _view(wf.run_options.progress, self.settings)
         if view is not None:
-            view.follow(row.id)
+            # A run that ran before (a crash, a retry) is drawn from its stored state first.
+            resumed = row.started_at is not None
+            view.follow(row.id, await ProgressModel.load(self.store, row.id) if resumed else None)
             bus.subscribe(view)
         # This client's idle worker, or (first call, or runs awaited side by side) a new one.
         worker = self._workers.pop(wf.registry, None)

@@ -17,7 +17,7 @@ from ._events import (
     StepStarted,
 )
 from ._types import json_object
-from .store._protocol import ExecutionRow, JournalEntry
+from .store._protocol import ExecutionRow, JournalEntry, Store
 
 __all__ = ["GatherLine", "ProgressModel", "RunNode", "StepLine"]
 
@@ -147,6 +147,13 @@ class ProgressModel:
                 else:
                     children += line.total
         return steps, children, retries
+
+    @classmethod
+    async def load(cls, store: Store, root_id: str) -> ProgressModel:
+        """The run's tree as the database holds it now (one read per workflow's journal)."""
+        rows = await store.list_executions(root_id)
+        journals = {r.id: await store.read_journal(r.id) for r in rows if r.kind == "workflow"}
+        return cls.from_rows(root_id, rows, journals)
 
     @classmethod
     def from_rows(

@@ -309,9 +309,7 @@ def list_runs(
 
 async def _model(store: Store, run_id: str) -> ProgressModel:
     await _run_row(store, run_id)
-    rows = await store.list_executions(run_id)
-    journals = {r.id: await store.read_journal(r.id) for r in rows if r.kind == "workflow"}
-    return ProgressModel.from_rows(run_id, rows, journals)
+    return await ProgressModel.load(store, run_id)
 
 
 @app.command()

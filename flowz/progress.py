@@ -172,10 +172,14 @@ class ProgressView:
         self._auto_refresh = auto_refresh
         self._last_line: dict[tuple[str, int], int] = {}
 
-    def follow(self, run_id: str) -> None:
-        """Show this run (a view made before the run's id was known)."""
+    def follow(self, run_id: str, model: ProgressModel | None = None) -> None:
+        """Show this run (a view made before the run's id was known).
+
+        `model` is the run's stored state, for a run that resumes: children that
+        ended before count as ended, and events are folded in from there.
+        """
         with self._lock:
-            self.model = ProgressModel(run_id)
+            self.model = model or ProgressModel(run_id)
 
     def __rich__(self) -> RenderableType:
         with self._lock:

@@ -114,3 +114,44 @@ def test_rerunning_a_failed_id_says_how_to_resume_it(database_url: str) -> None:
     with pytest.raises(Declined) as again:
         flowz.run(failing, 1)
     assert any("flowz retry co" in note for note in again.value.__notes__)
+
+
+FIXED: dict[str, bool] = {"flaky": False}
+
+
+@step
+async def maybe(i: int) -> int:
+    if i == 3 and not FIXED["flaky"]:
+        raise ValueError("child 3 is broken until fixed")
+    return i
+
+
+@workflow
+async def six(n: int) -> int:
+    return sum(await flowz.gather_durable(*(maybe(i) for i in range(n))))
+
+
+async def test_a_resumed_run_is_drawn_from_its_stored_state() -> None:
+    import io
+
+    from rich.console import Console
+
+    from flowz.progress import ProgressView
+    from flowz.testing import temp_client
+
+    FIXED["flaky"] = False
+    async with temp_client() as client:
+        with pytest.raises(ValueError, match="broken until fixed"):
+            await client.run(six.options(id="six"), 6)
+        FIXED["flaky"] = True
+        await client.handle("six").retry()
+        out = io.StringIO()
+        view = ProgressView(console=Console(file=out, width=120), mode="final")
+        assert await client.run(six.options(id="six", progress=view), 6) == 15
+    # Before, the retried run's tree counted only what ran after the retry: 1/6.
+    assert "6/6" in out.getvalue(), out.getvalue()
+
+
+test_a_resumed_run_is_drawn_from_its_stored_state = pytest.mark.anyio(
+    test_a_resumed_run_is_drawn_from_its_stored_state
+)
