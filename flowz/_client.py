@@ -362,7 +362,9 @@ class RunHandle(Generic[R]):
     async def cancel(self) -> int:
         """Cancel the run and its unfinished subtree; returns how many executions stopped.
 
-        Pending children never start; running ones are dropped at their next durable call.
+        Pending children never start. A running one stops at its worker's next
+        heartbeat (a third of the lease) or its next durable call, whichever comes
+        first; what it would have recorded is dropped.
         """
         async with self._store() as store:
             return await store.cancel_run(self.id)

@@ -155,3 +155,45 @@ async def test_a_resumed_run_is_drawn_from_its_stored_state() -> None:
 test_a_resumed_run_is_drawn_from_its_stored_state = pytest.mark.anyio(
     test_a_resumed_run_is_drawn_from_its_stored_state
 )
+
+
+@step
+async def fails_now(i: int) -> int:
+    raise ValueError(f"child {i} failed for good")
+
+
+@step(retries=1, retry_delay=30)  # fails once, then waits 30 s: still pending when the run fails
+async def fails_then_waits(i: int) -> int:
+    raise ConnectionError(f"child {i}: try again later")
+
+
+@workflow
+async def doomed(n: int) -> int:
+    children = [fails_now(0), *(fails_then_waits(i) for i in range(1, n))]
+    return sum(await flowz.gather_durable(*children))
+
+
+def test_a_failed_run_cancels_its_unfinished_children(database_url: str) -> None:
+    import anyio
+
+    with pytest.raises(ValueError, match="child 0 failed for good"):
+        flowz.run(doomed.options(id="doomed", progress=False), 6)
+
+    async def statuses() -> dict[str, str]:
+        async with flowz.Client() as client:
+            rows = await client.store.list_executions("doomed")
+        return {row.id: row.status for row in rows}
+
+    found = anyio.run(statuses)
+    # Before, the waiting siblings stayed pending and a worker ran them 30 s after the
+    # run had failed. Now the failure cancels them in the transaction that ends the run.
+    assert found["doomed"] == "failed" and found["doomed/0/0"] == "failed"
+    assert sorted(found[f"doomed/0/{i}"] for i in range(1, 6)) == ["cancelled"] * 5
+
+    async def retry() -> None:
+        async with flowz.Client() as client:
+            await client.handle("doomed").retry()
+
+    anyio.run(retry)
+    # A retry of the run schedules what its failure cancelled again.
+    assert set(anyio.run(statuses).values()) == {"pending"}

@@ -34,6 +34,7 @@ from ._sql import (
     JOURNAL_SELECT,
     LEASE_CLEARED,
     TERMINAL_SQL,
+    cancel_descendants_sql,
     dumps_or_none,
     execution_row,
     journal_entry,
@@ -51,6 +52,7 @@ _JOURNAL_UPSERT = (
     "finished_at = excluded.finished_at"
 )
 _NOW = "extract(epoch from clock_timestamp())::float8"
+_CANCEL_DESCENDANTS = cancel_descendants_sql("%s", _NOW)
 _MIGRATION_LOCK = 0x666C6F777A  # pg_advisory_xact_lock key: one migrator at a time
 #: Takes the execution for this write (fenced by its token) and stamps updated_at.
 _FENCE = (
@@ -238,7 +240,9 @@ class PostgresStore:
             if found[0] != "failed":
                 return False
             await cur.execute(
-                "SELECT id FROM flowz_executions WHERE root_id = %s AND status = 'failed'",
+                # Failed ones, and those their failure cancelled.
+                "SELECT id FROM flowz_executions WHERE root_id = %s "
+                "AND status IN ('failed', 'cancelled')",
                 (run_id,),
             )
             failed = [r[0] for r in await cur.fetchall()]
@@ -473,7 +477,7 @@ class PostgresStore:
                 "UPDATE flowz_executions SET status = %s, output = %s, error = %s, "
                 f"finished_at = {_NOW}, updated_at = {_NOW}, {LEASE_CLEARED} "
                 "WHERE id = %s AND claim_token = %s AND status = 'running' "
-                "RETURNING parent_id, awaited_at",
+                "RETURNING parent_id, awaited_at, kind",
                 [
                     (
                         p.item.status,
@@ -488,16 +492,22 @@ class PostgresStore:
             )
             # Per parent wait: how many awaited children ended, and whether one failed.
             ended: dict[tuple[str, int], list[int]] = {}
+            workflows: list[str] = []
             for pending in batch:
                 pending.failure = None
                 done = await cur.fetchone()
                 cur.nextset()
                 if done is None:
                     pending.failure = LeaseLost(pending.item.fence.execution_id)
-                elif done[0] is not None and done[1] is not None:
+                    continue
+                if done[2] == "workflow":
+                    workflows.append(pending.item.fence.execution_id)
+                if done[0] is not None and done[1] is not None:
                     counts = ended.setdefault((done[0], done[1]), [0, 0])
                     counts[0] += 1
                     counts[1] += pending.item.status != "succeeded"
+            if workflows:
+                await cur.executemany(_CANCEL_DESCENDANTS, [(w,) for w in workflows])
             if ended:
                 # The last awaited child makes the parent runnable; a failure wakes it at once.
                 await cur.executemany(

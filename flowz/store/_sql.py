@@ -27,6 +27,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "TERMINAL_SQL",
     "ChangeSignal",
+    "cancel_descendants_sql",
     "check_schema_version",
     "dumps_or_none",
     "execution_row",
@@ -57,6 +58,23 @@ LEASE_CLEARED = "claim_token = NULL, lease_owner = NULL, lease_expires_at = NULL
 CLAIM_ORDER = "ORDER BY priority DESC, run_at"
 #: The terminal statuses as an SQL list.
 TERMINAL_SQL = ", ".join(f"'{s}'" for s in TERMINAL_STATUSES)
+
+
+def cancel_descendants_sql(mark: str, now: str) -> str:
+    """Cancel the unfinished descendants of one workflow execution (its id is the parameter).
+
+    A workflow that ends, failed or not, takes its unfinished children with it, in the
+    transaction that ends it (Temporal's parent-close policy): nothing of a failed run
+    runs later. Descendants are found through the parent_id index, never by a scan of
+    the whole run. `mark` is the dialect's placeholder, `now` its clock.
+    """
+    return (
+        "WITH RECURSIVE tree(id) AS (SELECT id FROM flowz_executions WHERE parent_id = "
+        f"{mark} UNION ALL SELECT e.id FROM flowz_executions e JOIN tree ON e.parent_id = "
+        f"tree.id) UPDATE flowz_executions SET status = 'cancelled', finished_at = {now}, "
+        f"updated_at = {now}, {LEASE_CLEARED} WHERE id IN (SELECT id FROM tree) "
+        f"AND status NOT IN ({TERMINAL_SQL})"
+    )
 
 
 def dumps_or_none(value: JSON) -> str | None:

@@ -45,6 +45,7 @@ from ._sql import (
     LEASE_CLEARED,
     TERMINAL_SQL,
     ChangeSignal,
+    cancel_descendants_sql,
     dumps_or_none,
     execution_row,
     journal_entry,
@@ -55,6 +56,7 @@ from ._sql import (
 __all__ = ["SqliteStore"]
 
 _COLUMNS = EXECUTION_COLUMNS
+_CANCEL_DESCENDANTS = cancel_descendants_sql("?", "?")  # parameters: id, now, now
 _CHUNK = 500  # bound parameters per IN (...) list
 # How often an idle worker checks whether another process committed (PRAGMA data_version is cheap).
 _OTHER_PROCESS_POLL = 0.05
@@ -333,7 +335,9 @@ class SqliteStore:
             failed = [
                 r[0]
                 for r in cur.execute(
-                    "SELECT id FROM flowz_executions WHERE root_id = ? AND status = 'failed'",
+                    # Failed ones, and those their failure cancelled.
+                    "SELECT id FROM flowz_executions WHERE root_id = ? "
+                    "AND status IN ('failed', 'cancelled')",
                     (run_id,),
                 )
             ]
@@ -555,7 +559,7 @@ class SqliteStore:
                     "UPDATE flowz_executions SET status = ?, output = ?, error = ?, "
                     f"finished_at = ?, updated_at = ?, {LEASE_CLEARED} "
                     "WHERE id = ? AND claim_token = ? AND status = 'running' "
-                    "RETURNING parent_id, awaited_at",
+                    "RETURNING parent_id, awaited_at, kind",
                     (
                         item.status,
                         dumps_or_none(item.output),
@@ -569,7 +573,9 @@ class SqliteStore:
                 if done is None:
                     pending.failure = LeaseLost(item.fence.execution_id)
                     continue
-                parent_id, awaited_at = done
+                parent_id, awaited_at, kind = done
+                if kind == "workflow":
+                    cur.execute(_CANCEL_DESCENDANTS, (item.fence.execution_id, now, now))
                 if parent_id is None or awaited_at is None:
                     continue
                 # The last awaited child makes the parent runnable; a failure wakes it at once.
