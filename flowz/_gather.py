@@ -87,7 +87,8 @@ async def gather_durable(*calls: DurableCall[Any], return_exceptions: bool = Fal
     All children and the parent's journal entry are stored in one transaction;
     the parent then waits without holding a worker and is resumed by the last
     child to end. A failed child's error is raised (after its retries) while its
-    siblings run on; with `return_exceptions=True` errors are returned in place.
+    siblings run on (until the workflow itself ends, which cancels what is unfinished);
+    with `return_exceptions=True` errors are returned in place.
 
     Examples:
         >>> pages = await gather_durable(*(fetch(url) for url in urls))

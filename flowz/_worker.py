@@ -28,6 +28,8 @@ __all__ = ["Worker", "serve"]
 log = logging.getLogger("flowz.worker")
 
 _CLAIM_BATCH = 100
+# How often a worker looks for workers of its host whose process is gone.
+_NEIGHBOUR_SECONDS = 1.0
 # While busy, wait up to this long for a quarter of the slots to free before claiming.
 _CLAIM_GATHER_SECONDS = 0.01
 
@@ -253,11 +255,21 @@ class Worker:
         """Every third of a lease: renew leases, stop lost work, reap dead workers' work.
 
         Lost work is what this worker runs but no longer holds: a cancelled run, or a
-        lease that expired and was taken over.
+        lease that expired and was taken over. Every second in between, it looks for a
+        worker of this host whose process is gone, and puts that one's work back at once.
         """
         interval = self.settings.lease_seconds / 3
+        tick = min(_NEIGHBOUR_SECONDS, interval)
+        beat_at = time.monotonic() + interval
         while True:
-            await anyio.sleep(interval)
+            await anyio.sleep(tick)
+            if time.monotonic() < beat_at:
+                try:
+                    await self._reap_dead_neighbours()
+                except Exception:
+                    log.exception("flowz worker %s: looking for dead workers failed", self.id)
+                continue
+            beat_at = time.monotonic() + interval
             try:
                 running = dict(self._scopes)
                 held = await self.store.heartbeat(
@@ -272,16 +284,24 @@ class Worker:
 
     async def reap(self) -> int:
         """Put back executions whose lease expired or whose worker on this host died."""
-        dead = [
-            w.id
-            for w in await self.store.list_workers(self.host)
-            if w.id != self.id and not _pid_alive(w.pid)
-        ]
-        reaped = await self.store.reap(dead)
+        reaped = await self.store.reap(await self._dead_neighbours())
         self._reaped_at = time.monotonic()
         if reaped:
             log.info("flowz worker %s re-queued %d execution(s) of dead workers", self.id, reaped)
         return reaped
+
+    async def _dead_neighbours(self) -> list[str]:
+        """Workers registered on this host whose process is gone."""
+        return [
+            w.id
+            for w in await self.store.list_workers(self.host)
+            if w.id != self.id and not _pid_alive(w.pid)
+        ]
+
+    async def _reap_dead_neighbours(self) -> None:
+        """One cheap read a second; a reap only when a process of this host died."""
+        if await self._dead_neighbours():
+            await self.reap()
 
 
 async def serve(store: Store, registry: Registry, settings: Settings) -> None:

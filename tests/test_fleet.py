@@ -225,3 +225,50 @@ def test_a_run_no_worker_knows_stays_queued(fleet_db: str, tmp_path: Path) -> No
         ]
     finally:
         stop_workers(workers, logs)
+
+
+def test_a_dead_worker_of_this_host_is_replaced_within_seconds(
+    fleet_db: str, tmp_path: Path
+) -> None:
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    # A 30 s lease: before, the survivor noticed only at its reaper tick (10 s).
+    workers = [start_worker(fleet_db, log, lease=30.0, concurrency=4) for log in logs]
+    try:
+
+        async def start() -> str:
+            return (await fleet_app.record_fan.options(id="neighbour").start(8, 3.0)).id
+
+        anyio.run(start)
+        wait_until(
+            lambda: (
+                query(
+                    fleet_db,
+                    "SELECT count(*) FROM flowz_executions WHERE status = 'running' "
+                    "AND parent_id IS NOT NULL",
+                )[0][0]
+                > 0
+            )
+        )
+        [(owner,)] = query(
+            fleet_db,
+            "SELECT lease_owner FROM flowz_executions WHERE status = 'running' "
+            "AND parent_id IS NOT NULL LIMIT 1",
+        )
+        victim = next(w for w in workers if f":{w.pid}:" in str(owner))
+        victim.kill()
+        victim.wait()
+        killed = time.monotonic()
+        wait_until(
+            lambda: (
+                query(
+                    fleet_db,
+                    "SELECT count(*) FROM flowz_executions WHERE status = 'running' "
+                    f"AND lease_owner = '{owner}'",
+                )[0][0]
+                == 0
+            ),
+            seconds=30,
+        )
+        assert time.monotonic() - killed < 5  # a second's look, not a 10 s reaper tick
+    finally:
+        stop_workers(workers, logs)
