@@ -84,8 +84,9 @@ class Client:
         settings: Settings | None = None,
         clock: Clock | None = None,
     ) -> None:
-        settings = settings or Settings.from_env()
-        if url is not None:
+        if settings is None:  # an explicit url wins over FLOWZ_DATABASE_URL, even a bad one
+            settings = Settings.from_env(database_url=url)
+        elif url is not None:
             settings = dataclasses.replace(settings, database_url=url)
         self.settings = settings
         self._clock = clock

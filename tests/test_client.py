@@ -32,7 +32,7 @@ async def fan(n: int) -> int:
 async def test_a_client_talks_to_the_database_it_is_given_not_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FLOWZ_DATABASE_URL", "sqlite:////nonexistent/folder/never.db")
+    monkeypatch.setenv("FLOWZ_DATABASE_URL", "nosuchdb://never")  # not even a valid URL
     settings = flowz.Settings(database_url=f"sqlite:///{tmp_path / 'a.db'}", progress=False)
     async with (
         flowz.Client(settings=settings) as a,
@@ -45,6 +45,8 @@ async def test_a_client_talks_to_the_database_it_is_given_not_the_environment(
         assert await handle.result() == 6
         assert await b.handle("same").result() == 12  # untyped: the stored JSON
     assert (tmp_path / "a.db").exists() and (tmp_path / "b.db").exists()
+    async with flowz.Client(f"sqlite:///{tmp_path / 'c.db'}") as c:  # no settings: url wins
+        assert await c.run(fan.options(progress=False), 2) == 2
 
 
 async def test_a_client_starts_runs_and_gives_handles(tmp_path: Path) -> None:
