@@ -235,7 +235,7 @@ class Client:
             self._workers[wf.registry] = worker
         if view is not None:
             ok = row.status == Status.SUCCEEDED
-            view.summary(repr(_outcome(row, wf.definition)) if ok else _error_line(row), ok)
+            view.summary(None if ok else _error_line(row), ok)
         return row
 
 

@@ -281,7 +281,10 @@ async def _run_row(store: Store, run_id: str) -> Any:
 
 @app.command()
 def status(run_id: RunId, db: DbOption = None) -> None:
-    """Print a run's status, and its result or error once it ended."""
+    """Print a run's status, and its result or error once it ended.
+
+    Exit code: 0 succeeded, 1 failed or cancelled, 2 not finished yet.
+    """
     row = _with_store(_settings(db), lambda store: _run_row(store, run_id))
     line = f"{row.id}  {row.name}  {row.status}"
     if row.status == Status.SUCCEEDED:
@@ -291,6 +294,8 @@ def status(run_id: RunId, db: DbOption = None) -> None:
     elif row.status == Status.PENDING and row.started_at is None:
         line += "  (queued: no worker has taken it yet; a worker must import its module)"
     typer.echo(line)
+    if row.status != Status.SUCCEEDED:
+        raise typer.Exit(1 if row.status in _ENDED else 2)
 
 
 @app.command("list")

@@ -245,8 +245,12 @@ class ProgressView:
         line = node.items.get(position) if node else None
         return line if isinstance(line, GatherLine) else None
 
-    def summary(self, outcome: str, ok: bool) -> None:
-        """Print the final tree (unless live already shows it) and a one-line summary."""
+    def summary(self, outcome: str | None, ok: bool) -> None:
+        """Print the final tree (unless live already shows it) and a one-line summary.
+
+        `outcome` is a line under it (the error of a failed run); a result is not
+        repeated here: the caller prints or returns it.
+        """
         now = self._clock()
         root = self.model.root
         if self.mode == "final":
@@ -254,15 +258,16 @@ class ProgressView:
         steps, children, retries = self.model.totals
         wall = _elapsed(root.started, root.finished or now, now) if root else ""
         mark = "[green]✓ succeeded[/]" if ok else "[red]✗ failed[/]"
-        self.console.print(
-            Group(
-                Text.from_markup(
-                    f"{mark} in {wall} · {_count(steps, 'step')} · {_count(children, 'child')}"
-                    f" · {_count(retries, 'retry')}"
-                ),
-                Text(outcome if len(outcome) <= 300 else outcome[:297] + "...", style="dim"),
+        lines: list[RenderableType] = [
+            Text.from_markup(
+                f"{mark} in {wall} · {_count(steps, 'step')} · {_count(children, 'child')}"
+                f" · {_count(retries, 'retry')}"
             )
-        )
+        ]
+        if outcome is not None:
+            shown = outcome if len(outcome) <= 300 else outcome[:297] + "..."
+            lines.append(Text(shown, style="dim"))
+        self.console.print(Group(*lines))
 
 
 def print_tree(model: ProgressModel) -> None:

@@ -179,12 +179,14 @@ def test_the_real_command_line(cli_env: dict[str, str]) -> None:
 
     failed = flowz(env, "run", "tests.cli_app:fragile", "--input", "[2]", "--id", "subfail")
     assert failed.returncode == 1 and "Unlucky: 2 is unlucky" in failed.stderr
+    assert flowz(env, "status", "subfail").returncode == 1  # 1: failed or cancelled
     Path(env["CLI_FIXED"]).touch()
     assert flowz(env, "retry", "subfail").returncode == 0
 
     # start + worker: the worker resumes the retried run and runs a new one.
     started = flowz(env, "start", "tests.cli_app:squares", "--input", "[3]")
     run_id = started.stdout.strip()
+    assert flowz(env, "status", run_id).returncode == 2  # 2: not finished yet
     worker = subprocess.Popen(
         [sys.executable, "-m", "flowz", "worker", "tests.cli_app"],
         env=env,

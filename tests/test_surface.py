@@ -197,3 +197,19 @@ def test_a_failed_run_cancels_its_unfinished_children(database_url: str) -> None
     anyio.run(retry)
     # A retry of the run schedules what its failure cancelled again.
     assert set(anyio.run(statuses).values()) == {"pending"}
+
+
+def test_flowz_run_prints_the_result_once(tmp_path: Path) -> None:
+    env = {**os.environ, "FLOWZ_DATABASE_URL": f"sqlite:///{tmp_path / 'once.db'}"}
+    env.pop("FLOWZ_PROGRESS", None)  # the view on (plain lines: no terminal here)
+    done = subprocess.run(
+        [sys.executable, "-m", "flowz", "run", "tests.cli_app:squares", "--input", "[4]"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0 and done.stdout == "[0, 1, 4, 9]\n"
+    assert "succeeded" in done.stderr and "[0, 1, 4, 9]" not in done.stderr  # once, not twice
