@@ -173,12 +173,10 @@ _RESERVED = ("id", "progress")
 class DurableFunction(Generic[P, R]):
     """What @step and @workflow return: the function, its journal name and its registry."""
 
-    def __init__(
-        self, definition: Definition, registry: Registry, options: RunOptions | None = None
-    ) -> None:
+    def __init__(self, definition: Definition, registry: Registry) -> None:
         self.definition = definition
         self.registry = registry
-        self.run_options = options or RunOptions()
+        self.run_options = RunOptions()
         functools.update_wrapper(cast(Callable[..., Any], self), definition.fn)
 
     @property

@@ -282,9 +282,14 @@ class Worker:
             except Exception:
                 log.exception("flowz worker %s: heartbeat failed; retrying", self.id)
 
-    async def reap(self) -> int:
-        """Put back executions whose lease expired or whose worker on this host died."""
-        reaped = await self.store.reap(await self._dead_neighbours())
+    async def reap(self, dead: list[str] | None = None) -> int:
+        """Put back executions whose lease expired or whose worker on this host died.
+
+        `dead`: the workers of this host already found dead (else they are looked up).
+        """
+        if dead is None:
+            dead = await self._dead_neighbours()
+        reaped = await self.store.reap(dead)
         self._reaped_at = time.monotonic()
         if reaped:
             log.info("flowz worker %s re-queued %d execution(s) of dead workers", self.id, reaped)
@@ -300,8 +305,9 @@ class Worker:
 
     async def _reap_dead_neighbours(self) -> None:
         """One cheap read a second; a reap only when a process of this host died."""
-        if await self._dead_neighbours():
-            await self.reap()
+        dead = await self._dead_neighbours()
+        if dead:
+            await self.reap(dead)
 
 
 async def serve(store: Store, registry: Registry, settings: Settings) -> None:

@@ -333,14 +333,14 @@ def watch(run_id: RunId, db: DbOption = None) -> None:
     settings = _settings(db)
 
     async def follow(store: Store) -> None:
+        mark = store.change_mark()  # before the read: a change after it wakes the wait
         model = await _model(store, run_id)
         with LiveTree(model) as live:
             while model.root is None or model.root.status not in _ENDED:
+                await store.wait_for_change(0.5, mark)
                 mark = store.change_mark()
                 model = await _model(store, run_id)
                 live.update(model)
-                await store.wait_for_change(0.5, mark)
-            live.update(model)
 
     _with_store(settings, follow)
 

@@ -12,6 +12,7 @@ import pytest
 
 import flowz
 from flowz import step, workflow
+from tests.test_cli import flowz as run_flowz
 
 ROOT = Path(__file__).parents[1]
 
@@ -86,14 +87,7 @@ def test_the_run_id_is_printed_first_without_a_terminal(database_url: str) -> No
 def test_read_commands_never_create_a_database(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "flowz.db"
     for args in (["status", "x"], ["list"], ["show", "x"], ["watch", "x"], ["cancel", "x"]):
-        done = subprocess.run(
-            [sys.executable, "-m", "flowz", *args, "--db", f"sqlite:///{missing}"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = run_flowz({**os.environ}, *args, "--db", f"sqlite:///{missing}")
         assert done.returncode == 1, args
         assert done.stderr.startswith(f"flowz: no flowz database at '{missing}'"), done.stderr
     assert not missing.parent.exists()
@@ -202,14 +196,6 @@ def test_a_failed_run_cancels_its_unfinished_children(database_url: str) -> None
 def test_flowz_run_prints_the_result_once(tmp_path: Path) -> None:
     env = {**os.environ, "FLOWZ_DATABASE_URL": f"sqlite:///{tmp_path / 'once.db'}"}
     env.pop("FLOWZ_PROGRESS", None)  # the view on (plain lines: no terminal here)
-    done = subprocess.run(
-        [sys.executable, "-m", "flowz", "run", "tests.cli_app:squares", "--input", "[4]"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_flowz(env, "run", "tests.cli_app:squares", "--input", "[4]")
     assert done.returncode == 0 and done.stdout == "[0, 1, 4, 9]\n"
     assert "succeeded" in done.stderr and "[0, 1, 4, 9]" not in done.stderr  # once, not twice
