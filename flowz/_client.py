@@ -24,8 +24,8 @@ from ._context import DurableFunction, check_run_arguments
 from ._events import EventBus
 from ._progress_model import ProgressModel
 from ._registry import Definition, Registry
-from ._serde import dumps, load_error
-from ._types import JSON, Kind, Status, json_object
+from ._serde import abbreviated, error_line, load_error
+from ._types import Kind, Status
 from ._worker import Worker
 from .errors import (
     NotAWorkflowError,
@@ -201,8 +201,8 @@ class Client:
             )
         if not created and row.input != payload:
             raise UsageError(
-                f"run {run_id!r} already exists with other arguments ({_abbreviated(row.input)}, "
-                f"not {_abbreviated(payload)}): an id names one run; choose another id for "
+                f"run {run_id!r} already exists with other arguments ({abbreviated(row.input)}, "
+                f"not {abbreviated(payload)}): an id names one run; choose another id for "
                 "new arguments, or pass the same ones to resume it or get its result"
             )
         return row
@@ -224,6 +224,10 @@ class Client:
         with view or contextlib.nullcontext():
             try:
                 row = await _work_until_done(worker, self.store, row.id, self.settings)
+                if view is not None:
+                    # The last frame is the stored truth: children cancelled with the run,
+                    # the failed ones and their errors (events from other workers never came).
+                    view.follow(row.id, await ProgressModel.load(self.store, row.id))
             except BaseException:
                 with anyio.CancelScope(shield=True), contextlib.suppress(StoreError):
                     await worker.close()
@@ -235,7 +239,7 @@ class Client:
             self._workers[wf.registry] = worker
         if view is not None:
             ok = row.status == Status.SUCCEEDED
-            view.summary(None if ok else _error_line(row), ok)
+            view.summary(row.status, None if ok else _error_line(row))
         return row
 
 
@@ -247,14 +251,8 @@ def _outcome(row: ExecutionRow, definition: Definition | None) -> Any:
     raise load_error(row.error)
 
 
-def _abbreviated(value: JSON, limit: int = 60) -> str:
-    text = dumps(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _error_line(row: ExecutionRow) -> str:
-    error = json_object(row.error or {})
-    return f"{error.get('origin_type', 'error')}: {error.get('message', row.status)}"
+    return error_line(row.error) if row.error else row.status
 
 
 def _view(progress: object, settings: Settings) -> ProgressView | None:

@@ -278,7 +278,14 @@ class _Attempt(ExecutionContext):
         # Serialise every argument now, so a bad one fails at the call site.
         inputs = [c.definition.codec.dump_args(c.args, c.kwargs) for c in calls]
         self._entries.append(
-            JournalEntry(position, kind, name, "scheduled", output={"width": len(calls)})
+            JournalEntry(
+                position,
+                kind,
+                name,
+                "scheduled",
+                output={"width": len(calls)},
+                started_at=self.now(),
+            )
         )
         self._children.extend(
             NewExecution(
@@ -428,7 +435,9 @@ async def _finish(
     if row.kind == Kind.WORKFLOW:
         bus.publish(RunFinished(row.id, ok, None if ok else repr(error), now))
     if row.parent_id is not None and row.position is not None:
-        bus.publish(ChildFinished(row.id, row.parent_id, row.position, row.name, ok, now))
+        bus.publish(
+            ChildFinished(row.id, row.parent_id, row.position, row.name, ok, now, row.attempt)
+        )
 
 
 async def _execute_step(store: Store, definition: Definition, claim: Claim, bus: EventBus) -> None:

@@ -125,6 +125,7 @@ class ChildFinished:
     name: str
     ok: bool
     at: float
+    attempt: int = 1  #: the attempt that ended it
 
 
 Event: TypeAlias = (

@@ -16,10 +16,11 @@ from ._events import (
     StepRetried,
     StepStarted,
 )
-from ._types import json_object
+from ._serde import abbreviated, dumps, error_line
+from ._types import JSON, Status
 from .store._protocol import ExecutionRow, JournalEntry, Store
 
-__all__ = ["GatherLine", "ProgressModel", "RunNode", "StepLine"]
+__all__ = ["Failure", "GatherLine", "ProgressModel", "RunNode", "StepLine"]
 
 
 @dataclass
@@ -42,9 +43,35 @@ class GatherLine:
     name: str
     total: int
     started: float
-    done: int = 0
+    done: int = 0  #: ended, however they ended
     failed: int = 0
+    cancelled: int = 0
+    retries: int = 0  #: attempts beyond the first, over the ended children
+    last_done: float | None = None
     children: list[str] = field(default_factory=list)  #: workflow children, by id
+
+    @property
+    def finished(self) -> bool:
+        """Whether every child ended."""
+        return self.done >= self.total
+
+    def rate(self, now: float) -> float:
+        """Children ended per second since the line started (until the last one ended)."""
+        end = self.last_done if self.finished and self.last_done is not None else now
+        elapsed = end - self.started
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed execution of the tree: what ran, with what, and why it failed."""
+
+    id: str
+    name: str
+    child_index: int | None
+    arguments: str  #: abbreviated JSON
+    error: str  #: `Type: message`
+    attempts: int
 
 
 @dataclass
@@ -65,12 +92,25 @@ def _parent_position(child_id: str) -> int:
     return int(child_id.rsplit("/", 2)[1])
 
 
+@dataclass
+class Totals:
+    """What the summary line counts."""
+
+    steps: int = 0
+    children: int = 0
+    failed: int = 0  #: children
+    cancelled: int = 0  #: children
+    retries: int = 0  #: inline steps' and children's
+
+
 class ProgressModel:
     """Folds engine events into the tree the view renders; one model per watched run."""
 
     def __init__(self, root_id: str) -> None:
         self.root_id = root_id
         self.runs: dict[str, RunNode] = {}
+        #: Failed executions below the root, oldest first (known once loaded from the store).
+        self.failures: list[Failure] = []
 
     @property
     def root(self) -> RunNode | None:
@@ -134,19 +174,24 @@ class ProgressModel:
         if isinstance(line, GatherLine):
             line.done += 1
             line.failed += not event.ok
+            line.retries += max(event.attempt - 1, 0)
+            line.last_done = event.at
 
     @property
-    def totals(self) -> tuple[int, int, int]:
-        """(inline steps, children, retries) over the whole tree."""
-        steps = children = retries = 0
+    def totals(self) -> Totals:
+        """Counts over the whole tree, for the summary line."""
+        totals = Totals()
         for node in self.runs.values():
             for line in node.items.values():
                 if isinstance(line, StepLine):
-                    steps += 1
-                    retries += line.attempt - 1  # a retrying line counts the coming attempt
+                    totals.steps += 1
+                    totals.retries += line.attempt - 1  # a retrying line counts the coming attempt
                 else:
-                    children += line.total
-        return steps, children, retries
+                    totals.children += line.total
+                    totals.failed += line.failed
+                    totals.cancelled += line.cancelled
+                    totals.retries += line.retries
+        return totals
 
     @classmethod
     async def load(cls, store: Store, root_id: str) -> ProgressModel:
@@ -174,18 +219,11 @@ class ProgressModel:
             node = RunNode(row.id, row.name, status, row.started_at, row.finished_at)
             node.sleeping_until = row.run_at if status == "sleeping" else None
             if row.error:
-                error = json_object(row.error)
-                node.error = f"{error.get('origin_type')}: {error.get('message')}"
+                node.error = error_line(row.error)
             for position, entry in sorted(journals.get(row.id, {}).items()):
                 if entry.kind in ("schedule", "gather"):
                     children = by_parent.get((row.id, position), [])
-                    line = GatherLine(entry.name, len(children), entry.started_at or 0.0)
-                    line.done = sum(
-                        c.status in ("succeeded", "failed", "cancelled") for c in children
-                    )
-                    line.failed = sum(c.status in ("failed", "cancelled") for c in children)
-                    line.children = [c.id for c in children if c.kind == "workflow"]
-                    node.items[position] = line
+                    node.items[position] = _gather_from_rows(entry, children)
                 elif entry.kind == "sleep":
                     continue
                 else:
@@ -195,4 +233,38 @@ class ProgressModel:
                     step.output = None if entry.output is None else repr(entry.output)
                     node.items[position] = step
             model.runs[row.id] = node
+        model.failures = [
+            Failure(
+                row.id,
+                row.name,
+                row.child_index,
+                _arguments(row.input),
+                error_line(row.error),
+                row.attempt,
+            )
+            for row in rows
+            if row.status == "failed" and row.id != root_id
+        ]
         return model
+
+
+def _arguments(stored: JSON, limit: int = 60) -> str:
+    """`i=10, url="https://…"`: a call's stored arguments, cut to `limit` characters."""
+    if not isinstance(stored, dict):
+        return abbreviated(stored, limit)
+    text = ", ".join(f"{name}={dumps(value)}" for name, value in stored.items())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _gather_from_rows(entry: JournalEntry, children: list[ExecutionRow]) -> GatherLine:
+    ended = [c for c in children if Status(c.status).is_terminal]
+    # Journals older than the gather's start time fall back on the children's creation.
+    started = entry.started_at or min((c.created_at for c in children), default=0.0)
+    line = GatherLine(entry.name, len(children), started)
+    line.done = len(ended)
+    line.failed = sum(c.status == "failed" for c in ended)
+    line.cancelled = sum(c.status == "cancelled" for c in ended)
+    line.retries = sum(max(c.attempt - 1, 0) for c in children)
+    line.last_done = max((c.finished_at or c.updated_at for c in ended), default=None)
+    line.children = [c.id for c in children if c.kind == "workflow"]
+    return line

@@ -19,12 +19,18 @@ from .errors import SerializationError, StepFailed
 if TYPE_CHECKING:
     from pydantic import TypeAdapter
 
-__all__ = ["Codec", "dump_error", "dumps", "load_error", "loads"]
+__all__ = ["Codec", "abbreviated", "dump_error", "dumps", "error_line", "load_error", "loads"]
 
 
 def dumps(value: JSON) -> str:
     """JSON text of an already JSON-compatible value (compact, stable)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def abbreviated(value: JSON, limit: int = 60) -> str:
+    """`value` as JSON, cut to `limit` characters with an ellipsis."""
+    text = dumps(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def loads(text: str | None) -> JSON:
@@ -190,6 +196,15 @@ def dump_error(exc: BaseException) -> JSON:
         "args": args,
         "traceback": remote,
     }
+
+
+def error_line(record: JSON) -> str:
+    """`ValueError: bad input 3`: an error record in one line, the type by its short name."""
+    fields = json_object(record) if isinstance(record, dict) else {}
+    type_name = str(fields.get("origin_type") or fields.get("type") or "error")
+    short = type_name.rpartition(":")[2].rpartition(".")[2]
+    message = str(fields.get("message", ""))
+    return f"{short}: {message}" if message else short
 
 
 def _find_class(type_name: str) -> type[Exception] | None:

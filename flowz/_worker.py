@@ -213,10 +213,7 @@ class Worker:
             if scope.cancelled_caught:
                 log.info("%s was cancelled or taken over: stopped it", claim.execution.id)
         except LeaseLost:
-            log.warning(
-                "%s was cancelled or taken over by another worker: its outcome is dropped",
-                claim.execution.id,
-            )
+            await self._lost(claim)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await self.store.release(claim.fence)
@@ -241,6 +238,25 @@ class Worker:
             self._running -= 1
             self._slot_freed.set()
             self._slot_freed = anyio.Event()
+
+    async def _lost(self, claim: Claim) -> None:
+        """Log why a write found the execution no longer this worker's.
+
+        Cancelled is expected; a takeover (this worker stalled past its lease) is a warning.
+        """
+        with anyio.CancelScope(shield=True):
+            try:
+                row = await self.store.get_execution(claim.execution.id)
+            except StoreError:
+                row = None
+        if row is not None and row.status == "cancelled":
+            log.info("%s was cancelled: stopped it", claim.execution.id)
+        else:
+            log.warning(
+                "%s was taken over by another worker (this one held it past its lease): "
+                "its outcome here is dropped",
+                claim.execution.id,
+            )
 
     async def _give_back(self, fence: Fence) -> None:
         """Release an execution this worker stopped running.

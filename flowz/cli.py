@@ -19,6 +19,7 @@ from ._config import Settings
 from ._decorators import WorkflowFunction
 from ._progress_model import ProgressModel
 from ._registry import Registry, default_registry
+from ._serde import error_line
 from ._types import Status
 from ._worker import serve
 from .errors import FlowzError, NotAWorkflowError, RunNotFoundError, StoreError, UsageError
@@ -290,7 +291,7 @@ def status(run_id: RunId, db: DbOption = None) -> None:
     if row.status == Status.SUCCEEDED:
         line += f"  result: {json.dumps(row.output)[:200]}"
     elif row.error:
-        line += f"  error: {row.error.get('origin_type')}: {row.error.get('message')}"[:300]
+        line += f"  error: {error_line(row.error)}"[:300]
     elif row.status == Status.PENDING and row.started_at is None:
         line += "  (queued: no worker has taken it yet; a worker must import its module)"
     typer.echo(line)
@@ -318,11 +319,18 @@ async def _model(store: Store, run_id: str) -> ProgressModel:
 
 
 @app.command()
-def show(run_id: RunId, db: DbOption = None) -> None:
-    """Show a run's journal and children as a tree, outputs truncated."""
+def show(
+    run_id: RunId,
+    db: DbOption = None,
+    failed: Annotated[
+        bool, typer.Option("--failed", help="List every failed execution, not the first 5.")
+    ] = False,
+) -> None:
+    """Show a run's journal and children as a tree, outputs truncated, and what failed, why."""
     from .progress import print_tree
 
-    print_tree(_with_store(_settings(db), lambda store: _model(store, run_id)))
+    model = _with_store(_settings(db), lambda store: _model(store, run_id))
+    print_tree(model, all_failures=failed)
 
 
 @app.command()

@@ -32,7 +32,14 @@ from ._events import (
 from ._progress_model import GatherLine, ProgressModel, RunNode, StepLine
 from .store._protocol import ExecutionRow
 
-__all__ = ["LiveTree", "ProgressView", "print_runs", "print_tree", "render_tree"]
+__all__ = [
+    "LiveTree",
+    "ProgressView",
+    "print_runs",
+    "print_tree",
+    "render_failures",
+    "render_tree",
+]
 
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 _MARKS = {"succeeded": "[green]✓[/]", "failed": "[red]✗[/]", "cancelled": "[yellow]⊘[/]"}
@@ -82,16 +89,23 @@ def _step_label(line: StepLine, now: float) -> Text:
     return Text.from_markup(" ".join(parts))
 
 
-def _gather_label(line: GatherLine, now: float) -> Table:
+def _gather_label(line: GatherLine, now: float, owner_status: str) -> Table:
     row = Table.grid(padding=(0, 1))
-    finished = line.done == line.total
-    mark = ("[red]✗[/]" if line.failed else "[green]✓[/]") if finished else _mark("running", now)
-    rate = line.done / max(now - line.started, 1e-6)
+    if line.finished:
+        mark = _mark("failed" if line.failed else "cancelled" if line.cancelled else "succeeded", 0)
+    elif owner_status in _MARKS:
+        mark = _mark(owner_status, now)  # its run ended: no spinner on what will never run
+    else:
+        mark = _mark("running", now)
     counts = f"{line.done}/{line.total}"
     if line.failed:
         counts += f" · [red]{line.failed} failed[/]"
-    if not finished:
-        counts += f" · {rate:.1f}/s"
+    if line.cancelled:
+        counts += f" · [yellow]{line.cancelled} cancelled[/]"
+    if line.retries:
+        counts += f" · [yellow]{_count(line.retries, 'retry')}[/]"
+    if line.done and not line.finished:
+        counts += f" · {line.rate(now):.1f}/s"
     row.add_row(
         Text.from_markup(f"{mark} {line.name} ×{line.total}"),
         ProgressBar(total=max(line.total, 1), completed=line.done, width=24),
@@ -106,10 +120,10 @@ def _add_run(tree: Tree, model: ProgressModel, node: RunNode, now: float) -> Non
         if isinstance(line, StepLine):
             tree.add(_step_label(line, now))
             continue
-        branch = tree.add(_gather_label(line, now))
+        branch = tree.add(_gather_label(line, now, node.status))
         shown = [model.runs[c] for c in line.children if c in model.runs]
         # Running children first: they are what a user wants to see.
-        shown.sort(key=lambda n: n.status in ("succeeded", "failed"))
+        shown.sort(key=lambda n: n.status in _MARKS)
         for child in shown[:_MAX_CHILD_RUNS]:
             _add_run(branch.add(_run_label(child, now, model.root_id)), model, child, now)
         if len(shown) > _MAX_CHILD_RUNS:
@@ -137,6 +151,46 @@ def render_tree(model: ProgressModel, now: float | None = None) -> RenderableTyp
     tree = Tree(_run_label(root, now))
     _add_run(tree, model, root, now)
     return tree
+
+
+def render_failures(model: ProgressModel, limit: int | None = 5) -> RenderableType | None:
+    """The failed executions of the run (the first `limit`, and how many more), or None."""
+    failures = model.failures
+    if not failures:
+        return None
+    lines = [Text(f"{len(failures)} failed:", style="red")]
+    for failure in failures if limit is None else failures[:limit]:
+        index = "" if failure.child_index is None else f" #{failure.child_index}"
+        attempts = f" · {_count(failure.attempts, 'attempt')}" if failure.attempts > 1 else ""
+        line = Text()
+        line.append("  ✗ ", style="red")
+        line.append(f"{failure.name}{index}", style="bold")
+        line.append(f" ({failure.arguments}) ", style="dim")
+        line.append(failure.error)
+        line.append(attempts, style="dim")
+        lines.append(line)
+    if limit is not None and len(failures) > limit:
+        more = len(failures) - limit
+        lines.append(Text(f"  … {more} more: flowz show {model.root_id} --failed", style="dim"))
+    return Group(*lines)
+
+
+def _summary_line(model: ProgressModel, status: str, now: float) -> Text:
+    root = model.root
+    totals = model.totals
+    wall = _elapsed(root.started, root.finished or now, now) if root else ""
+    children = _count(totals.children, "child")
+    ended_badly = [
+        f"{n} {what}"
+        for n, what in ((totals.failed, "failed"), (totals.cancelled, "cancelled"))
+        if n
+    ]
+    if ended_badly:
+        children += f" ({', '.join(ended_badly)})"
+    return Text.from_markup(
+        f"{_mark(status, now)} [bold]{status}[/] in {wall} · {_count(totals.steps, 'step')}"
+        f" · {children} · {_count(totals.retries, 'retry')}"
+    )
 
 
 class ProgressView:
@@ -245,34 +299,33 @@ class ProgressView:
         line = node.items.get(position) if node else None
         return line if isinstance(line, GatherLine) else None
 
-    def summary(self, outcome: str | None, ok: bool) -> None:
-        """Print the final tree (unless live already shows it) and a one-line summary.
+    def summary(self, status: str, outcome: str | None = None) -> None:
+        """Print the final tree (unless live shows it), the failed executions, a summary line.
 
-        `outcome` is a line under it (the error of a failed run); a result is not
-        repeated here: the caller prints or returns it.
+        `status` is how the run ended; `outcome` a line under it (a failed run's error).
+        A result is not repeated here: the caller prints or returns it.
         """
         now = self._clock()
-        root = self.model.root
+        lines: list[RenderableType] = []
         if self.mode == "final":
-            self.console.print(self)
-        steps, children, retries = self.model.totals
-        wall = _elapsed(root.started, root.finished or now, now) if root else ""
-        mark = "[green]✓ succeeded[/]" if ok else "[red]✗ failed[/]"
-        lines: list[RenderableType] = [
-            Text.from_markup(
-                f"{mark} in {wall} · {_count(steps, 'step')} · {_count(children, 'child')}"
-                f" · {_count(retries, 'retry')}"
-            )
-        ]
+            lines.append(render_tree(self.model, now))
+        failures = render_failures(self.model)
+        if failures is not None:
+            lines.append(failures)
+        lines.append(_summary_line(self.model, status, now))
         if outcome is not None:
             shown = outcome if len(outcome) <= 300 else outcome[:297] + "..."
             lines.append(Text(shown, style="dim"))
         self.console.print(Group(*lines))
 
 
-def print_tree(model: ProgressModel) -> None:
-    """Print a run's tree once (`flowz show`)."""
-    Console(highlight=False).print(render_tree(model))
+def print_tree(model: ProgressModel, *, all_failures: bool = False) -> None:
+    """Print a run's tree once, and its failed executions (`flowz show`)."""
+    console = Console(highlight=False)
+    console.print(render_tree(model))
+    failures = render_failures(model, None if all_failures else 5)
+    if failures is not None:
+        console.print(failures)
 
 
 def print_runs(rows: Sequence[ExecutionRow]) -> None:
@@ -286,11 +339,17 @@ def print_runs(rows: Sequence[ExecutionRow]) -> None:
     Console(highlight=False).print(table)
 
 
+def _tree_and_failures(model: ProgressModel) -> RenderableType:
+    failures = render_failures(model)
+    tree = render_tree(model)
+    return tree if failures is None else Group(tree, failures)
+
+
 class LiveTree:
     """A run's tree redrawn in place as its model is replaced (`flowz watch`)."""
 
     def __init__(self, model: ProgressModel) -> None:
-        self._live = Live(render_tree(model), console=Console(highlight=False))
+        self._live = Live(_tree_and_failures(model), console=Console(highlight=False))
 
     def __enter__(self) -> LiveTree:
         self._live.start()
@@ -301,4 +360,4 @@ class LiveTree:
 
     def update(self, model: ProgressModel) -> None:
         """Draw this state of the run."""
-        self._live.update(render_tree(model), refresh=True)
+        self._live.update(_tree_and_failures(model), refresh=True)

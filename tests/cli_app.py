@@ -48,4 +48,17 @@ async def forever(n: int) -> list[int]:
     return await gather_durable(*(slow(i) for i in range(n)))
 
 
+@step
+async def odd_only(x: int) -> int:
+    if x % 2 == 0:
+        raise Unlucky(f"{x} is even")
+    return x
+
+
+@workflow
+async def odds(n: int) -> int:
+    results = await gather_durable(*(odd_only(i) for i in range(n)), return_exceptions=True)
+    return sum(r for r in results if isinstance(r, int))
+
+
 not_a_workflow = 42

@@ -56,6 +56,18 @@ def test_run_prints_the_result_as_json(cli_env: dict[str, str]) -> None:
     assert "sq" in out and "tests.cli_app:squares" in out
 
 
+def test_show_lists_the_failed_children_and_why(cli_env: dict[str, str]) -> None:
+    code, out, _ = invoke("run", "tests.cli_app:odds", "--input", "[16]", "--id", "odds")
+    assert code == 0 and out.strip() == str(sum(range(1, 16, 2)))
+    code, out, _ = invoke("show", "odds")
+    assert code == 0 and "16/16 · 8 failed" in out and "8 failed:" in out
+    assert "tests.cli_app:odd_only #0 (x=0) Unlucky: 0 is even" in out
+    assert "#8 (x=8)" in out and "#10 (x=10)" not in out
+    assert "… 3 more: flowz show odds --failed" in out
+    code, out, _ = invoke("show", "odds", "--failed")
+    assert "#14 (x=14) Unlucky: 14 is even" in out and "more" not in out
+
+
 def test_run_from_a_file_path_with_input_from_a_file(
     cli_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -11,8 +11,9 @@ from rich.console import Console
 import flowz
 from flowz import gather_durable, step, workflow
 from flowz._events import ChildFinished, ChildrenScheduled, RunFinished, RunStarted, StepFinished
-from flowz._progress_model import GatherLine, ProgressModel, StepLine
+from flowz._progress_model import GatherLine, ProgressModel, StepLine, Totals
 from flowz.progress import ProgressView, render_tree
+from flowz.testing import temp_client
 
 attempts: dict[str, int] = {}
 
@@ -60,8 +61,10 @@ def test_the_live_tree_shows_steps_retries_and_one_line_per_gather(database_url:
     assert "tests.test_progress:warm_up" in final and "after 2 attempts" in final
     assert "tests.test_progress:double ×200" in final and "200/200 · 1 failed" in final
     assert "━" in final  # the bar
-    assert "✓ succeeded in" in final and "1 step · 200 children · 1 retry" in final
-    assert final.count("double") == 1, "a gather is one line, not one per child"
+    assert "✓ succeeded in" in final and "1 step · 200 children (1 failed) · 1 retry" in final
+    tree, failures = final.split("1 failed:\n")
+    assert tree.count("double") == 1, "a gather is one line, not one per child"
+    assert "double #7 (x=7) ValueError: seven" in failures
 
 
 def test_without_a_terminal_the_view_prints_plain_lines(database_url: str) -> None:
@@ -92,7 +95,7 @@ def test_the_model_folds_events_and_ignores_other_runs() -> None:
     model.apply(StepFinished("r", 0, "s", 3, True, 2.0))
     model.apply(ChildrenScheduled("r", 1, "c", 4, 2.0))
     for i, ok in enumerate([True, False, True]):
-        model.apply(ChildFinished(f"r/1/{i}", "r", 1, "c", ok, 3.0))
+        model.apply(ChildFinished(f"r/1/{i}", "r", 1, "c", ok, 3.0, attempt=1 + i))
     model.apply(RunFinished("r", True, None, 4.0))
     assert set(model.runs) == {"r"}
     root = model.root
@@ -100,7 +103,7 @@ def test_the_model_folds_events_and_ignores_other_runs() -> None:
     step_line, gather_line = root.items[0], root.items[1]
     assert isinstance(step_line, StepLine) and step_line.attempt == 3
     assert isinstance(gather_line, GatherLine) and (gather_line.done, gather_line.failed) == (3, 1)
-    assert model.totals == (1, 4, 2)
+    assert model.totals == Totals(steps=1, children=4, failed=1, retries=2 + 0 + 1 + 2)
     console, buffer = recording_console(terminal=True)
     console.print(render_tree(model, now=5.0))
     assert "c ×4" in buffer.getvalue() and "3/4 · 1 failed" in buffer.getvalue()
@@ -141,3 +144,70 @@ def test_watch_builds_the_same_tree_from_the_database(database_url: str) -> None
     console.print(render_tree(built))
     text = buffer.getvalue()
     assert "pipeline watched succeeded" in text and "30/30 · 1 failed" in text
+
+
+blipped: set[int] = set()
+
+
+@step(retries=2, retry_delay=0.01)
+async def picky(x: int) -> int:
+    if x == 5:
+        raise ValueError(f"no {x}")
+    if x % 2 and x not in blipped:
+        blipped.add(x)
+        raise ConnectionError("blip")
+    return x
+
+
+@workflow
+async def napper() -> None:
+    await flowz.sleep(3600)
+
+
+@workflow
+async def doomed(n: int) -> int:
+    naps = [flowz.schedule(napper()) for _ in range(3)]  # still asleep when the run fails
+    values = await gather_durable(*(picky(i) for i in range(n)))
+    await flowz.wait_all(naps)
+    return sum(values)
+
+
+def test_the_final_view_says_which_children_failed_why_and_counts_what_was_cancelled() -> None:
+    blipped.clear()
+    console, buffer = recording_console(terminal=True)
+    view = ProgressView(console=console, mode="live", auto_refresh=False)
+
+    async def main() -> None:
+        async with temp_client() as client:
+            with pytest.raises(ValueError, match="no 5"):
+                await client.run(doomed.options(id="doomed", progress=view), 5 + 1)
+
+    anyio.run(main)
+    text = buffer.getvalue()
+    final = text[text.rindex("doomed failed") :]
+    # Children ended by the run's end are cancelled, not failed; retries of children count.
+    assert final.count("napper ×1 ━━━━━━━━━━━━━━━━━━━━━━━━ 1/1 · 1 cancelled") == 3
+    assert "picky ×6 ━━━━━━━━━━━━━━━━━━━━━━━━ 6/6 · 1 failed · 4 retries" in final
+    # 2 retries of blips, 2 of the child that failed after 3 attempts.
+    assert "✗ failed in" in final and "9 children (1 failed, 3 cancelled) · 4 retries" in final
+    assert "1 failed:" in final
+    assert "tests.test_progress:picky #5 (x=5) ValueError: no 5 · 3 attempts" in final
+    last_frame = final[: final.index("1 failed:")]
+    assert not any(c in last_frame for c in "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"), "a failed run's tree has no spinner"
+
+
+def test_a_gather_read_from_the_database_has_its_start_time(database_url: str) -> None:
+    flowz.run(pipeline.options(id="rated", progress=False), 10)
+
+    async def model() -> ProgressModel:
+        async with flowz.Client() as client:
+            return await ProgressModel.load(client.store, "rated")
+
+    built = anyio.run(model)
+    root = built.root
+    assert root is not None and root.started is not None
+    gather = root.items[1]
+    assert isinstance(gather, GatherLine)
+    # Not 0.0 (the epoch), which made `flowz watch` show 0.0/s.
+    assert abs(gather.started - root.started) < 60
+    assert gather.finished and gather.rate(now=gather.started + 3600) > 1, "ended children/s"
