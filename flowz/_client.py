@@ -361,9 +361,11 @@ class RunHandle(Generic[R]):
     async def cancel(self) -> int:
         """Cancel the run and its unfinished subtree; returns how many executions stopped.
 
-        Pending children never start. A running one stops at its worker's next
-        heartbeat (a third of the lease) or its next durable call, whichever comes
-        first; what it would have recorded is dropped.
+        Pending children never start. A running one is stopped within about a second
+        (its worker checks every second for work it no longer holds), or at its next
+        durable call if that comes first: an async step is cancelled where it awaits
+        (its `finally` blocks run); a sync step's thread is abandoned and finishes on
+        its own. Whatever a stopped execution would have recorded is dropped.
         """
         async with self._store() as store:
             return await store.cancel_run(self.id)

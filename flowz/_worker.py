@@ -271,8 +271,9 @@ class Worker:
         """Every third of a lease: renew leases, stop lost work, reap dead workers' work.
 
         Lost work is what this worker runs but no longer holds: a cancelled run, or a
-        lease that expired and was taken over. Every second in between, it looks for a
-        worker of this host whose process is gone, and puts that one's work back at once.
+        lease that expired and was taken over. Every second in between, it stops lost
+        work (one read) and looks for a worker of this host whose process is gone, and
+        puts that one's work back at once.
         """
         interval = self.settings.lease_seconds / 3
         tick = min(_NEIGHBOUR_SECONDS, interval)
@@ -281,9 +282,10 @@ class Worker:
             await anyio.sleep(tick)
             if time.monotonic() < beat_at:
                 try:
+                    await self._stop_lost()
                     await self._reap_dead_neighbours()
                 except Exception:
-                    log.exception("flowz worker %s: looking for dead workers failed", self.id)
+                    log.exception("flowz worker %s: looking for lost work failed", self.id)
                 continue
             beat_at = time.monotonic() + interval
             try:
@@ -291,12 +293,22 @@ class Worker:
                 held = await self.store.heartbeat(
                     self.id, self.settings.lease_seconds, list(running)
                 )
-                for execution_id, entry in running.items():
-                    if execution_id not in held and self._scopes.get(execution_id) == entry:
-                        entry[1].cancel()  # cancelled, or reaped and taken over elsewhere
+                self._stop(running, set(running) - held)
                 await self.reap()
             except Exception:
                 log.exception("flowz worker %s: heartbeat failed; retrying", self.id)
+
+    async def _stop_lost(self) -> None:
+        """Stop running what this worker no longer holds (a cancel takes effect in ~1 s)."""
+        running = dict(self._scopes)
+        if running:
+            self._stop(running, await self.store.lost(self.id, list(running)))
+
+    def _stop(self, running: dict[str, tuple[str, anyio.CancelScope]], lost: set[str]) -> None:
+        for execution_id in lost:
+            entry = running[execution_id]
+            if self._scopes.get(execution_id) == entry:  # not since re-claimed by this worker
+                entry[1].cancel()
 
     async def reap(self, dead: list[str] | None = None) -> int:
         """Put back executions whose lease expired or whose worker on this host died.

@@ -24,6 +24,50 @@ async def double(x: int) -> int:
     return 2 * x
 
 
+started: list[int] = []
+stopped: list[int] = []
+all_in: dict[str, anyio.Event] = {}  # "started", "stopped": set when the 4th arrives
+
+
+@step
+async def long_call(i: int) -> int:
+    started.append(i)
+    if len(started) == 4:
+        all_in["started"].set()
+    try:
+        await anyio.sleep(3600)
+    finally:
+        stopped.append(i)
+        if len(stopped) == 4:
+            all_in["stopped"].set()
+    return i
+
+
+@workflow
+async def long_fan(n: int) -> int:
+    return sum(await gather_durable(*(long_call(i) for i in range(n))))
+
+
+async def test_cancel_stops_running_children_within_about_a_second(database_url: str) -> None:
+    """Not at the next heartbeat (a third of the 30 s lease)."""
+    started.clear()
+    stopped.clear()
+    all_in.update(started=anyio.Event(), stopped=anyio.Event())
+    async with flowz.Client() as client, anyio.create_task_group() as tg:
+
+        async def run() -> None:
+            with pytest.raises(flowz.RunCancelledError):
+                await client.run(long_fan.options(id="long", progress=False), 4)
+
+        tg.start_soon(run)
+        with anyio.fail_after(20):
+            await all_in["started"].wait()
+        assert await client.handle("long").cancel() == 5
+        with anyio.fail_after(5):  # the check runs every second; the heartbeat every 10 s
+            await all_in["stopped"].wait()
+        assert sorted(stopped) == [0, 1, 2, 3]
+
+
 @workflow
 async def fan(n: int) -> int:
     return sum(await gather_durable(*(double(i) for i in range(n))))

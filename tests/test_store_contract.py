@@ -361,6 +361,19 @@ async def test_heartbeat_leaves_held_work_the_worker_no_longer_runs_to_lapse(
     assert (await store.get_execution("runs")).status == "running"  # type: ignore[union-attr]
 
 
+async def test_lost_names_the_running_work_a_worker_no_longer_holds(store: Store) -> None:
+    for run_id in ("kept", "cancelled", "finished"):
+        await store.create_run(run_factory(run_id))
+    await store.register_worker("w1", "host", 1)
+    claims = {c.execution.id: c for c in await store.claim("w1", NAMES, "default", 3, 30)}
+    assert await store.lost("w1", list(claims)) == set()
+    await store.cancel_run("cancelled")
+    await store.finish(claims["finished"].fence, "succeeded", 1, None)
+    assert await store.lost("w1", list(claims)) == {"cancelled", "finished"}
+    assert await store.lost("w2", ["kept"]) == {"kept"}, "held by another worker"
+    assert (await store.get_execution("kept")).status == "running"  # type: ignore[union-attr]
+
+
 async def test_deregistering_a_worker_puts_its_work_back(store: Store) -> None:
     await store.create_run(run_factory())
     await store.register_worker("w1", "host", 1)

@@ -323,6 +323,14 @@ class PostgresStore:
             )
             return {r[0] for r in await cur.fetchall()}
 
+    async def lost(self, worker_id: str, running: Sequence[str]) -> set[str]:
+        held = await self.db.select(
+            "SELECT id FROM flowz_executions "
+            "WHERE lease_owner = %s AND status = 'running' AND id = ANY(%s)",
+            (worker_id, list(running)),
+        )
+        return set(running) - {r[0] for r in held}
+
     @retried
     async def deregister_worker(self, worker_id: str) -> None:
         async with self.db.transaction() as cur:

@@ -202,6 +202,12 @@ class Store(Protocol):
         longer runs (its give-back failed) is not renewed: its lease lapses and it is reaped.
         """
 
+    async def lost(self, worker_id: str, running: Sequence[str]) -> set[str]:
+        """Of the executions the worker is `running`, those it no longer holds. Read-only.
+
+        Cancelled, finished by someone else, or taken over after its lease lapsed.
+        """
+
     async def deregister_worker(self, worker_id: str) -> None:
         """Remove the worker's row and put back anything it still holds."""
 

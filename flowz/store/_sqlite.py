@@ -420,6 +420,14 @@ class SqliteStore:
             ).fetchall()
         return {r[0] for r in held}
 
+    async def lost(self, worker_id: str, running: Sequence[str]) -> set[str]:
+        held = self._read(
+            "SELECT id FROM flowz_executions WHERE lease_owner = ? AND status = 'running' "
+            "AND id IN (SELECT value FROM json_each(?))",
+            (worker_id, dumps(list(running))),
+        )
+        return set(running) - {r[0] for r in held}
+
     async def deregister_worker(self, worker_id: str) -> None:
         with self._tx() as cur:
             cur.execute(
