@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import time
 import uuid
@@ -20,15 +21,15 @@ import anyio
 import anyio.lowlevel
 
 from ._config import Settings
-from ._context import DurableFunction, check_run_arguments
+from ._context import DurableFunction, check_run_arguments, check_workflow
 from ._events import EventBus
 from ._progress_model import ProgressModel
 from ._registry import Definition, Registry
 from ._serde import abbreviated, error_line, load_error
 from ._types import Kind, Status
+from ._waiting import why_waiting
 from ._worker import Worker
 from .errors import (
-    NotAWorkflowError,
     RunCancelledError,
     RunNotFoundError,
     StoreError,
@@ -46,13 +47,9 @@ __all__ = ["Client", "RunHandle"]
 P = ParamSpec("P")
 R = TypeVar("R")
 
-
-def _check_workflow(wf: object) -> DurableFunction[Any, Any]:
-    if not isinstance(wf, DurableFunction) or wf.definition.kind is not Kind.WORKFLOW:
-        raise NotAWorkflowError(
-            f"{wf!r} is not a workflow: decorate the async function with @flowz.workflow"
-        )
-    return wf
+log = logging.getLogger("flowz.client")
+# How long a run may wait for its first worker before result() says why it waits.
+_EXPLAIN_AFTER_SECONDS = 5.0
 
 
 @final
@@ -175,12 +172,12 @@ class Client:
     def handle(self, run_id: str, wf: DurableFunction[Any, R]) -> RunHandle[R]: ...
     def handle(self, run_id: str, wf: DurableFunction[Any, Any] | None = None) -> RunHandle[Any]:
         """A handle to an existing run, by id; with `wf`, its result comes back typed."""
-        return RunHandle._new(run_id, self, None if wf is None else _check_workflow(wf).definition)
+        return RunHandle._new(run_id, self, None if wf is None else check_workflow(wf).definition)
 
     async def _create(
         self, wf: DurableFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> ExecutionRow:
-        wf = _check_workflow(wf)
+        wf = check_workflow(wf)
         check_run_arguments(wf, kwargs)
         run_id = wf.run_options.id or str(uuid.uuid4())
         payload = wf.definition.codec.dump_args(args, kwargs)
@@ -267,7 +264,15 @@ def _view(progress: object, settings: Settings) -> ProgressView | None:
     return ProgressView() if progress else None
 
 
-async def _wait_terminal(store: Store, run_id: str, poll: float, deadline: float) -> ExecutionRow:
+async def _wait_terminal(
+    store: Store, run_id: str, poll: float, deadline: float, *, lease_seconds: float | None = None
+) -> ExecutionRow:
+    """The run's row once it ended.
+
+    With `lease_seconds`, a run still queued after a few seconds gets a warning saying
+    why (no live worker knows it, or takes its queue), once.
+    """
+    explain_at = math.inf if lease_seconds is None else time.monotonic() + _EXPLAIN_AFTER_SECONDS
     while True:
         mark = store.change_mark()
         row = await store.get_execution(run_id)
@@ -275,10 +280,18 @@ async def _wait_terminal(store: Store, run_id: str, poll: float, deadline: float
             raise RunNotFoundError(f"no run with id {run_id!r}")
         if Status(row.status).is_terminal:
             return row
-        remaining = deadline - time.monotonic()
+        now = time.monotonic()
+        if lease_seconds is not None and now >= explain_at:
+            explain_at = math.inf
+            reason = (
+                None if row.started_at is not None else await why_waiting(store, row, lease_seconds)
+            )
+            if reason is not None:
+                log.warning("flowz: run %s has not started: %s", run_id, reason)
+        remaining = deadline - now
         if remaining <= 0:
             raise TimeoutError(f"run {run_id!r} is still {row.status}")
-        await store.wait_for_change(min(poll, remaining), mark)
+        await store.wait_for_change(min(poll, remaining, max(explain_at - now, 0)), mark)
 
 
 async def _work_until_done(
@@ -351,11 +364,22 @@ class RunHandle(Generic[R]):
             return Status((await self._row(store)).status)
 
     async def result(self, *, timeout: float | None = None) -> R:
-        """Wait for the run to end (a worker must run it); return its result or raise its error."""
+        """Wait for the run to end (a worker must run it); return its result or raise its error.
+
+        A run that no worker has started after a few seconds is logged (a warning of
+        the `flowz.client` logger) with the reason: no live worker knows its
+        function, or none takes its queue.
+        """
         deadline = math.inf if timeout is None else time.monotonic() + timeout
         async with self._store() as store:
-            poll = self._client.settings.poll_seconds
-            row = await _wait_terminal(store, self.id, poll, deadline)
+            settings = self._client.settings
+            row = await _wait_terminal(
+                store,
+                self.id,
+                settings.poll_seconds,
+                deadline,
+                lease_seconds=settings.lease_seconds,
+            )
         return cast(R, _outcome(row, self._definition))
 
     async def cancel(self) -> int:

@@ -24,7 +24,7 @@ import anyio
 
 from ._registry import Definition, Registry
 from ._types import EntryKind, Kind
-from .errors import UsageError
+from .errors import NotAWorkflowError, UsageError
 
 __all__ = [
     "DurableCall",
@@ -33,6 +33,8 @@ __all__ = [
     "RunOptions",
     "StepHandle",
     "StepContext",
+    "check_run_arguments",
+    "check_workflow",
     "current_context",
     "current_step",
     "now",
@@ -195,6 +197,15 @@ class DurableFunction(Generic[P, R]):
         copy.__dict__.update(self.__dict__)
         copy.run_options = dataclasses.replace(self.run_options, **changes)
         return copy
+
+
+def check_workflow(wf: object) -> DurableFunction[Any, Any]:
+    """`wf` if it is a decorated workflow; else NotAWorkflowError, before anything is opened."""
+    if not isinstance(wf, DurableFunction) or wf.definition.kind is not Kind.WORKFLOW:
+        raise NotAWorkflowError(
+            f"{wf!r} is not a workflow: decorate the async function with @flowz.workflow"
+        )
+    return wf
 
 
 def check_run_arguments(fn: DurableFunction[Any, Any], kwargs: dict[str, Any]) -> None:

@@ -18,7 +18,14 @@ from ._context import (
     current_context,
     reserved_parameters,
 )
-from ._registry import Definition, Registry, StepOptions, default_registry, journal_name
+from ._registry import (
+    Definition,
+    Registry,
+    StepOptions,
+    default_registry,
+    import_name,
+    journal_name,
+)
 from ._serde import Codec
 from ._types import Kind
 from .errors import UsageError
@@ -130,6 +137,8 @@ def _definition(
         full_name, kind, fn, Codec(fn, f"{kind.value} {full_name}"), is_async, options
     )
     registry.register(definition)
+    if name is None and fn.__module__ != "__main__":
+        registry.alias(import_name(fn), full_name)  # runs stored by flowz 0.1 still run
     return definition
 
 

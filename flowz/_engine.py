@@ -27,7 +27,7 @@ from ._events import (
     StepRetried,
     StepStarted,
 )
-from ._registry import Definition, StepOptions
+from ._registry import Definition, StepOptions, same_function
 from ._serde import dump_error, load_error
 from ._types import EntryKind, Kind, Status, json_number, json_object
 from .errors import (
@@ -144,7 +144,7 @@ class _Attempt(ExecutionContext):
 
     def _replayed(self, position: int, name: str, kind: str) -> JournalEntry | None:
         entry = self.journal.get(position)
-        if entry is not None and (entry.name != name or entry.kind != kind):
+        if entry is not None and (not same_function(entry.name, name) or entry.kind != kind):
             error = NonDeterminismError(
                 self.row.id, position, f"{kind} {name}", f"{entry.kind} {entry.name}"
             )

@@ -7,7 +7,7 @@ from typing import ParamSpec, TypeVar
 import anyio
 
 from ._client import Client
-from ._context import DurableFunction, check_run_arguments
+from ._context import DurableFunction, check_run_arguments, check_workflow
 from .errors import UsageError
 
 __all__ = ["run"]
@@ -33,7 +33,7 @@ def run(wf: DurableFunction[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
     """
     import asyncio  # only to tell whether a loop runs here; anyio does not load it
 
-    check_run_arguments(wf, kwargs)
+    check_run_arguments(check_workflow(wf), kwargs)
     try:
         asyncio.get_running_loop()
         running = True

@@ -81,6 +81,7 @@ class Worker:
         # flight is never cancelled by a stop (that would cost the pool its connection).
         self._idle: anyio.CancelScope | None = None
         self._reaped_at = -math.inf
+        self._registered: list[str] = []
 
     @property
     def stopping(self) -> bool:
@@ -107,8 +108,15 @@ class Worker:
 
     async def open(self) -> None:
         """Register this worker, and put back the work of dead ones."""
-        await self.store.register_worker(self.id, self.host, os.getpid())
+        await self._register()
         await self.reap()
+
+    async def _register(self) -> None:
+        """Record this worker with its queue and names (`flowz status` tells who runs what)."""
+        self._registered = self.registry.known()
+        await self.store.register_worker(
+            self.id, self.host, os.getpid(), self.settings.queue, self._registered
+        )
 
     async def close(self) -> None:
         """Deregister this worker; anything it still holds goes back to pending."""
@@ -127,6 +135,8 @@ class Worker:
         work(): the worker can work again after it.
         """
         self._unwritable = None
+        if self.registry.known() != self._registered:  # a reused worker, new definitions
+            await self._register()
         if time.monotonic() - self._reaped_at >= self.settings.lease_seconds / 3:
             await self.reap()  # a reused worker: as often as a working one would
         try:

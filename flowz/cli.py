@@ -21,9 +21,11 @@ from ._progress_model import ProgressModel
 from ._registry import Registry, default_registry
 from ._serde import error_line
 from ._types import Status
+from ._waiting import why_waiting
 from ._worker import serve
 from .errors import FlowzError, NotAWorkflowError, RunNotFoundError, StoreError, UsageError
 from .store import Store, open_store, upgrade_schema
+from .store._protocol import ExecutionRow
 
 __all__ = ["app", "main"]
 
@@ -273,11 +275,21 @@ def _load_registry(target: str) -> Registry:
     return obj
 
 
-async def _run_row(store: Store, run_id: str) -> Any:
+async def _run_row(store: Store, run_id: str) -> ExecutionRow:
     row = await store.get_execution(run_id)
     if row is None:
         raise RunNotFoundError(f"no run with id {run_id!r}: see `flowz list`")
     return row
+
+
+async def _row_and_reason(
+    store: Store, run_id: str, lease_seconds: float
+) -> tuple[ExecutionRow, str | None]:
+    """The run, and why it waits if no worker started it yet."""
+    row = await _run_row(store, run_id)
+    if row.status != Status.PENDING or row.started_at is not None:
+        return row, None
+    return row, await why_waiting(store, row, lease_seconds) or "waiting for a free worker"
 
 
 @app.command()
@@ -286,14 +298,17 @@ def status(run_id: RunId, db: DbOption = None) -> None:
 
     Exit code: 0 succeeded, 1 failed or cancelled, 2 not finished yet.
     """
-    row = _with_store(_settings(db), lambda store: _run_row(store, run_id))
+    settings = _settings(db)
+    row, reason = _with_store(
+        settings, lambda store: _row_and_reason(store, run_id, settings.lease_seconds)
+    )
     line = f"{row.id}  {row.name}  {row.status}"
     if row.status == Status.SUCCEEDED:
         line += f"  result: {json.dumps(row.output)[:200]}"
     elif row.error:
         line += f"  error: {error_line(row.error)}"[:300]
-    elif row.status == Status.PENDING and row.started_at is None:
-        line += "  (queued: no worker has taken it yet; a worker must import its module)"
+    elif reason is not None:
+        line += f"  (queued: {reason})"
     typer.echo(line)
     if row.status != Status.SUCCEEDED:
         raise typer.Exit(1 if row.status in _ENDED else 2)
@@ -340,15 +355,19 @@ def watch(run_id: RunId, db: DbOption = None) -> None:
 
     settings = _settings(db)
 
+    async def look(store: Store) -> tuple[ProgressModel, str | None]:
+        _, reason = await _row_and_reason(store, run_id, settings.lease_seconds)
+        return await ProgressModel.load(store, run_id), reason
+
     async def follow(store: Store) -> None:
         mark = store.change_mark()  # before the read: a change after it wakes the wait
-        model = await _model(store, run_id)
-        with LiveTree(model) as live:
+        model, reason = await look(store)
+        with LiveTree(model, reason) as live:
             while model.root is None or model.root.status not in _ENDED:
                 await store.wait_for_change(0.5, mark)
                 mark = store.change_mark()
-                model = await _model(store, run_id)
-                live.update(model)
+                model, reason = await look(store)
+                live.update(model, reason)
 
     _with_store(settings, follow)
 

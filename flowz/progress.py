@@ -339,17 +339,24 @@ def print_runs(rows: Sequence[ExecutionRow]) -> None:
     Console(highlight=False).print(table)
 
 
-def _tree_and_failures(model: ProgressModel) -> RenderableType:
+def _tree_and_notes(model: ProgressModel, note: str | None) -> RenderableType:
+    parts = [render_tree(model)]
     failures = render_failures(model)
-    tree = render_tree(model)
-    return tree if failures is None else Group(tree, failures)
+    if failures is not None:
+        parts.append(failures)
+    if note is not None:
+        parts.append(Text(note, style="yellow"))
+    return Group(*parts)
 
 
 class LiveTree:
-    """A run's tree redrawn in place as its model is replaced (`flowz watch`)."""
+    """A run's tree redrawn in place as its model is replaced (`flowz watch`).
 
-    def __init__(self, model: ProgressModel) -> None:
-        self._live = Live(_tree_and_failures(model), console=Console(highlight=False))
+    `note`: a line under the tree (why the run waits).
+    """
+
+    def __init__(self, model: ProgressModel, note: str | None = None) -> None:
+        self._live = Live(_tree_and_notes(model, note), console=Console(highlight=False))
 
     def __enter__(self) -> LiveTree:
         self._live.start()
@@ -358,6 +365,6 @@ class LiveTree:
     def __exit__(self, *exc_info: object) -> None:
         self._live.stop()
 
-    def update(self, model: ProgressModel) -> None:
+    def update(self, model: ProgressModel, note: str | None = None) -> None:
         """Draw this state of the run."""
-        self._live.update(_tree_and_failures(model), refresh=True)
+        self._live.update(_tree_and_notes(model, note), refresh=True)

@@ -97,7 +97,7 @@ def test_start_enqueues_and_cancel_stops_the_tree(cli_env: dict[str, str]) -> No
     code, out, _ = invoke("start", "tests.cli_app:forever", "--input", "[3]", "--id", "ca")
     assert code == 0 and out.strip() == "ca"
     code, out, _ = invoke("status", "ca")
-    assert "pending" in out and "no worker has taken it yet" in out
+    assert "pending" in out and "no worker is running on this database" in out
     code, out, _ = invoke("cancel", "ca")
     assert code == 0 and "1 execution(s) cancelled" in out
     code, out, _ = invoke("status", "ca")
@@ -180,7 +180,7 @@ def test_the_real_command_line(cli_env: dict[str, str]) -> None:
         (["list"], "sub"),
         (["show", "sub"], "5/5"),
         (["watch", "sub"], "succeeded"),
-        (["db", "upgrade"], "schema at v2"),
+        (["db", "upgrade"], "schema at v3"),
     ]:
         done = flowz(env, *args)
         assert done.returncode == 0 and expected in done.stdout, (args, done.stderr)
@@ -221,3 +221,47 @@ def test_the_real_command_line(cli_env: dict[str, str]) -> None:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0
     assert "[0, 1, 4]" in flowz(env, "status", run_id).stdout
+
+
+def start_worker(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "flowz", "worker", *args],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def status_until(env: dict[str, str], run_id: str, text: str) -> str:
+    deadline = time.monotonic() + 60
+    while text not in (out := flowz(env, "status", run_id).stdout):
+        assert time.monotonic() < deadline, out
+    return out
+
+
+def test_one_name_however_the_module_is_named_and_status_says_who_could_run_it(
+    cli_env: dict[str, str],
+) -> None:
+    """Started by path, served by dotted name (examples/ is not a package)."""
+    env = {**cli_env, "FLOWZ_SHUTDOWN_GRACE_SECONDS": "1"}
+    started = flowz(env, "start", "examples/quickstart.py:fan", "--input", "[10]", "--id", "nm")
+    assert started.stdout.strip() == "nm", started.stderr
+    waiting = flowz(env, "status", "nm")
+    assert waiting.returncode == 2
+    assert "quickstart:fan  pending  (queued: no worker is running on this database" in (
+        waiting.stdout
+    )
+    workers = [start_worker(env, "tests.cli_app")]
+    try:
+        out = status_until(env, "nm", "no live worker knows quickstart:fan; live workers know:")
+        assert "tests.cli_app:squares" in out
+        workers.append(start_worker(env, "examples.quickstart", "--queue", "other"))
+        status_until(env, "nm", "no live worker that knows quickstart:fan takes queue 'default'")
+        workers.append(start_worker(env, "examples.quickstart"))
+        status_until(env, "nm", "succeeded  result: 90")
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            assert worker.wait(timeout=30) == 0

@@ -727,3 +727,49 @@ async def test_work_a_worker_could_not_give_back_is_taken_up_again_when_its_leas
     finally:
         await store.aclose()
     assert failures == {"append_journal": 0, "release": 0}
+
+
+def test_a_journal_name_follows_the_file_not_the_import_and_old_names_still_resolve() -> None:
+    import importlib
+
+    from flowz._registry import default_registry, journal_name, same_function
+
+    module = importlib.import_module("examples.quickstart")  # examples/ is not a package
+    assert module.fan.name == "quickstart:fan" == journal_name(module.fan.definition.fn)
+    assert journal_name(
+        test_a_journal_name_follows_the_file_not_the_import_and_old_names_still_resolve
+    ).startswith("tests.test_engine:")
+    # Runs stored by flowz 0.1 under the import name are claimed and replay.
+    assert default_registry().get("examples.quickstart:fan") is module.fan.definition
+    assert "examples.quickstart:fan" in default_registry().names()
+    assert "examples.quickstart:fan" not in default_registry().known()
+    assert same_function("examples.quickstart:double", "quickstart:double")
+    assert not same_function("other.double:x", "quickstart:double")
+    assert not same_function("examples.quickstart:double", "quickstart:total")
+    assert not same_function("xquickstart:double", "quickstart:double")
+
+
+def test_two_functions_of_different_files_cannot_share_a_journal_name(tmp_path: Path) -> None:
+    from flowz import Registry
+    from flowz.errors import RegistrationError
+
+    registry = Registry()
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "jobs.py").write_text(
+            "import flowz\n"
+            "def define(registry):\n"
+            "    @flowz.step(registry=registry, name='jobs:fetch')\n"
+            "    async def fetch() -> int:\n"
+            "        return 1\n"
+        )
+    namespaces: list[dict[str, object]] = []
+    for folder in ("a", "b"):
+        path = tmp_path / folder / "jobs.py"
+        namespace: dict[str, object] = {"__name__": f"{folder}_jobs"}
+        exec(compile(path.read_text(), str(path), "exec"), namespace)
+        namespaces.append(namespace)
+    namespaces[0]["define"](registry)  # type: ignore[operator]
+    namespaces[0]["define"](registry)  # type: ignore[operator]  # the same file again: fine
+    with pytest.raises(RegistrationError, match=r"b/jobs.py cannot have it: give one of them"):
+        namespaces[1]["define"](registry)  # type: ignore[operator]

@@ -16,6 +16,7 @@ import pytest
 
 from flowz import Status
 from flowz.store import PostgresStore
+from flowz.store._sql import SCHEMA_VERSION
 from tests import fleet_app
 
 ROOT = Path(__file__).parents[1]
@@ -195,7 +196,7 @@ def test_workers_started_together_on_an_empty_database_create_the_schema_once(
         workers = [start_worker(url, log) for log in logs]
         wait_until(lambda: all("functions, queue" in log.read_text() for log in logs), 30)
         assert all(proc.poll() is None for proc in workers)
-        assert query(url, "SELECT version FROM flowz_schema") == [(2,)]
+        assert query(url, "SELECT version FROM flowz_schema") == [(SCHEMA_VERSION,)]
         stop_workers(workers, logs)
         assert all(proc.returncode == 0 for proc in workers)
     finally:

@@ -51,14 +51,19 @@ def flowz_command(url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def index_names(store: Store) -> set[str]:
+    """The flowz indexes, and the columns of flowz_workers (`column:NAME`)."""
     from flowz.store import PostgresStore, SqliteStore
 
     if isinstance(store, SqliteStore):
         rows = store._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
-        return {r[0] for r in rows if r[0].startswith("ix_")}
+        columns = store._db.execute("SELECT name FROM pragma_table_info('flowz_workers')")
+        return {r[0] for r in rows if r[0].startswith("ix_")} | {f"column:{c[0]}" for c in columns}
     assert isinstance(store, PostgresStore)
     rows = await store.db.select(
-        "SELECT indexname FROM pg_indexes WHERE indexname LIKE 'ix_%%'", ()
+        "SELECT indexname FROM pg_indexes WHERE indexname LIKE 'ix_%%' UNION ALL "
+        "SELECT 'column:' || column_name FROM information_schema.columns "
+        "WHERE table_name = 'flowz_workers'",
+        (),
     )
     return {r[0] for r in rows}
 
@@ -75,23 +80,24 @@ def test_a_v1_database_is_upgraded_in_place_and_its_run_finishes(
         "run `flowz db upgrade` (with the same FLOWZ_DATABASE_URL)"
     )
     assert len(refused.stderr.strip().splitlines()) == 1
-    assert "needs v2" in flowz_command(v1_database, "status", "v1-run").stderr
+    assert "needs v3" in flowz_command(v1_database, "status", "v1-run").stderr
 
     async def client_open() -> None:
         async with flowz.Client(v1_database):
             pass
 
-    with pytest.raises(flowz.SchemaVersionError, match="has schema v1 and this flowz needs v2"):
+    with pytest.raises(flowz.SchemaVersionError, match="has schema v1 and this flowz needs v3"):
         anyio.run(client_open)
 
     upgraded = flowz_command(v1_database, "db", "upgrade")
     assert upgraded.returncode == 0, upgraded.stderr
     assert upgraded.stdout.splitlines() == [
         "v2: index ix_flowz_executions_runs: list top-level runs newest first without a scan",
-        "schema at v2",
+        "v3: flowz_workers.queue and .names: say which worker could take a waiting run",
+        "schema at v3",
     ]
     again = flowz_command(v1_database, "db", "upgrade")
-    assert again.stdout.strip() == "schema at v2: nothing to do"
+    assert again.stdout.strip() == "schema at v3: nothing to do"
 
     async def finish_the_old_run() -> tuple[list[int], set[str], set[str]]:
         async with flowz.Client(v1_database) as client:
@@ -107,3 +113,4 @@ def test_a_v1_database_is_upgraded_in_place_and_its_run_finishes(
     result, upgraded_indexes, fresh_indexes = anyio.run(finish_the_old_run)
     assert result == [0, 1, 4, 9, 16]  # the pending run of the old database, run to the end
     assert upgraded_indexes == fresh_indexes  # an upgraded database is a new one
+    assert {"column:queue", "column:names"} <= upgraded_indexes

@@ -113,7 +113,7 @@ def settings_of(store: Store) -> flowz.Settings:
 
 async def test_a_newer_schema_is_refused_by_migrate_and_by_open(store: Store) -> None:
     await execute_sql(store, "INSERT INTO flowz_schema (version) VALUES (99)")
-    with pytest.raises(SchemaVersionError, match=r"v99, newer than the v2 .* upgrade flowz"):
+    with pytest.raises(SchemaVersionError, match=r"v99, newer than the v3 .* upgrade flowz"):
         await store.migrate()
     flowz.store._current.clear()  # as a new process would look
     with pytest.raises(SchemaVersionError, match="v99, newer"):
@@ -124,16 +124,19 @@ async def test_an_older_schema_is_refused_until_flowz_db_upgrade(store: Store) -
     await store.create_run(run_factory())
     await execute_sql(store, "UPDATE flowz_schema SET version = 1")
     await execute_sql(store, "DROP INDEX ix_flowz_executions_runs")
+    for column in ("queue", "names"):
+        await execute_sql(store, f"ALTER TABLE flowz_workers DROP COLUMN {column}")
     flowz.store._current.clear()
-    with pytest.raises(SchemaVersionError, match=r"v1 and this flowz needs v2: run `flowz db up"):
+    with pytest.raises(SchemaVersionError, match=r"v1 and this flowz needs v3: run `flowz db up"):
         await open_store(settings_of(store))
     assert await upgrade_schema(settings_of(store)) == [
-        "v2: index ix_flowz_executions_runs: list top-level runs newest first without a scan"
+        "v2: index ix_flowz_executions_runs: list top-level runs newest first without a scan",
+        "v3: flowz_workers.queue and .names: say which worker could take a waiting run",
     ]
     assert await upgrade_schema(settings_of(store)) == []  # nothing left to do
     reopened = await open_store(settings_of(store))
     try:
-        assert await reopened.schema_version() == 2
+        assert await reopened.schema_version() == 3
         assert await reopened.get_execution("r1") is not None  # nothing stored was lost
     finally:
         await reopened.aclose()

@@ -1,9 +1,9 @@
 """Schema migrations: a new database gets the current schema, an older one the missing steps.
 
-A migration is numbered, written for both dialects, and idempotent (IF NOT EXISTS),
-so a step that was interrupted can run again. Stores run the plan under their
-migration lock (PostgreSQL: an advisory lock; SQLite: the write lock) and record
-each version they apply in flowz_schema.
+A migration is numbered and written for both dialects. Stores run the plan in one
+transaction under their migration lock (PostgreSQL: an advisory lock; SQLite: the
+write lock) and record each version they apply in flowz_schema in it, so a step
+that was interrupted left nothing behind and runs again whole.
 """
 
 from __future__ import annotations
@@ -33,6 +33,14 @@ MIGRATIONS: tuple[Migration, ...] = (
         (
             "CREATE INDEX IF NOT EXISTS ix_flowz_executions_runs "
             "ON flowz_executions (created_at) WHERE parent_id IS NULL",
+        ),
+    ),
+    Migration(
+        3,
+        "flowz_workers.queue and .names: say which worker could take a waiting run",
+        (
+            "ALTER TABLE flowz_workers ADD COLUMN queue VARCHAR NOT NULL DEFAULT 'default'",
+            "ALTER TABLE flowz_workers ADD COLUMN names VARCHAR NOT NULL DEFAULT '[]'",
         ),
     ),
 )

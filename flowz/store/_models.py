@@ -106,6 +106,9 @@ class FlowzWorker(_Base, table=True):
     pid: int
     started_at: float
     heartbeat_at: float
+    queue: str = Field(default="default", sa_column_kwargs={"server_default": "default"})
+    #: The journal names it runs, a JSON list.
+    names: str = Field(default="[]", sa_column_kwargs={"server_default": "[]"})
 
 
 class FlowzSchema(_Base, table=True):

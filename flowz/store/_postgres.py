@@ -34,12 +34,14 @@ from ._sql import (
     JOURNAL_SELECT,
     LEASE_CLEARED,
     TERMINAL_SQL,
+    WORKER_SELECT,
     cancel_descendants_sql,
     dumps_or_none,
     execution_row,
     journal_entry,
     journal_params,
     new_execution_params,
+    worker_row,
 )
 
 __all__ = ["PostgresStore"]
@@ -299,12 +301,20 @@ class PostgresStore:
         return None if rows[0][0] is None else max(0.0, float(rows[0][0]))
 
     @retried
-    async def register_worker(self, worker_id: str, host: str, pid: int) -> None:
+    async def register_worker(
+        self,
+        worker_id: str,
+        host: str,
+        pid: int,
+        queue: str = "default",
+        names: Sequence[str] = (),
+    ) -> None:
         await self.db.execute(
-            "INSERT INTO flowz_workers (id, host, pid, started_at, heartbeat_at) "
-            f"VALUES (%s, %s, %s, {_NOW}, {_NOW}) ON CONFLICT (id) DO UPDATE "
-            "SET heartbeat_at = excluded.heartbeat_at",
-            (worker_id, host, pid),
+            "INSERT INTO flowz_workers (id, host, pid, started_at, heartbeat_at, queue, names) "
+            f"VALUES (%s, %s, %s, {_NOW}, {_NOW}, %s, %s) ON CONFLICT (id) DO UPDATE "
+            "SET heartbeat_at = excluded.heartbeat_at, queue = excluded.queue, "
+            "names = excluded.names",
+            (worker_id, host, pid, queue, dumps(list(names))),
         )
 
     @retried
@@ -344,11 +354,11 @@ class PostgresStore:
             await cur.execute("DELETE FROM flowz_workers WHERE id = %s", (worker_id,))
 
     async def list_workers(self, host: str | None = None) -> list[WorkerRow]:
-        sql = "SELECT id, host, pid, started_at, heartbeat_at FROM flowz_workers"
+        sql = WORKER_SELECT
         rows = await (
             self.db.select(sql + " WHERE host = %s", (host,)) if host else self.db.select(sql, ())
         )
-        return [WorkerRow(*r) for r in rows]
+        return [worker_row(r) for r in rows]
 
     @retried
     async def reap(self, dead_worker_ids: Sequence[str]) -> int:

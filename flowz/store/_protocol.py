@@ -129,6 +129,9 @@ class WorkerRow:
     pid: int
     started_at: float
     heartbeat_at: float
+    queue: str = "default"
+    #: The journal names it runs (what it can claim).
+    names: tuple[str, ...] = ()
 
 
 class Store(Protocol):
@@ -190,8 +193,18 @@ class Store(Protocol):
         On the test store's time-skipping clock, time jumps there when nothing runs.
         """
 
-    async def register_worker(self, worker_id: str, host: str, pid: int) -> None:
-        """Record a live worker."""
+    async def register_worker(
+        self,
+        worker_id: str,
+        host: str,
+        pid: int,
+        queue: str = "default",
+        names: Sequence[str] = (),
+    ) -> None:
+        """Record a live worker, the queue it takes work from and the names it runs.
+
+        Registering again (the worker's registry grew) replaces queue and names.
+        """
 
     async def heartbeat(
         self, worker_id: str, lease_seconds: float, running: Sequence[str]

@@ -16,7 +16,7 @@ import anyio
 from .._serde import dumps, loads
 from .._types import JSON, TERMINAL_STATUSES
 from ..errors import SchemaVersionError
-from ._protocol import ExecutionRow, JournalEntry, NewExecution
+from ._protocol import ExecutionRow, JournalEntry, NewExecution, WorkerRow
 
 __all__ = [
     "CLAIM_ORDER",
@@ -26,6 +26,7 @@ __all__ = [
     "LEASE_CLEARED",
     "SCHEMA_VERSION",
     "TERMINAL_SQL",
+    "WORKER_SELECT",
     "ChangeSignal",
     "cancel_descendants_sql",
     "check_schema_version",
@@ -34,10 +35,11 @@ __all__ = [
     "journal_entry",
     "journal_params",
     "new_execution_params",
+    "worker_row",
 ]
 
 #: The schema this flowz reads and writes; `_migrate.MIGRATIONS` brings older ones here.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _EXECUTION_FIELDS = tuple(f.name for f in dataclasses.fields(ExecutionRow))
 #: The columns of flowz_executions, in ExecutionRow's field order.
@@ -51,6 +53,25 @@ _JOURNAL_JSON = [i for i, name in enumerate(_JOURNAL_FIELDS) if name in _JSON_FI
 JOURNAL_COLUMNS = "execution_id, " + ", ".join(_JOURNAL_FIELDS)
 #: SELECT list of a journal read, in JournalEntry's field order.
 JOURNAL_SELECT = ", ".join(_JOURNAL_FIELDS)
+
+#: A read of flowz_workers, in WorkerRow's field order (names: a JSON list).
+WORKER_SELECT = "SELECT id, host, pid, started_at, heartbeat_at, queue, names FROM flowz_workers"
+
+
+def worker_row(raw: Sequence[Any]) -> WorkerRow:
+    """A WorkerRow from a WORKER_SELECT row."""
+    worker_id, host, pid, started_at, heartbeat_at, queue, names = raw
+    listed = loads(names)
+    return WorkerRow(
+        worker_id,
+        host,
+        pid,
+        started_at,
+        heartbeat_at,
+        queue,
+        tuple(map(str, listed if isinstance(listed, list) else [])),
+    )
+
 
 #: SET list that gives a lease up: no owner, no token, no expiry.
 LEASE_CLEARED = "claim_token = NULL, lease_owner = NULL, lease_expires_at = NULL"

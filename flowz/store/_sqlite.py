@@ -44,6 +44,7 @@ from ._sql import (
     JOURNAL_SELECT,
     LEASE_CLEARED,
     TERMINAL_SQL,
+    WORKER_SELECT,
     ChangeSignal,
     cancel_descendants_sql,
     dumps_or_none,
@@ -51,6 +52,7 @@ from ._sql import (
     journal_entry,
     journal_params,
     new_execution_params,
+    worker_row,
 )
 
 __all__ = ["SqliteStore"]
@@ -397,13 +399,22 @@ class SqliteStore:
         )[0]
         return None if due is None else self.clock.until(float(due), idle=not running)
 
-    async def register_worker(self, worker_id: str, host: str, pid: int) -> None:
+    async def register_worker(
+        self,
+        worker_id: str,
+        host: str,
+        pid: int,
+        queue: str = "default",
+        names: Sequence[str] = (),
+    ) -> None:
         now = self.clock.now()
         with self._tx() as cur:
             cur.execute(
-                "INSERT OR REPLACE INTO flowz_workers (id, host, pid, started_at, heartbeat_at) "
-                "VALUES (?,?,?,?,?)",
-                (worker_id, host, pid, now, now),
+                "INSERT INTO flowz_workers (id, host, pid, started_at, heartbeat_at, queue, names) "
+                "VALUES (?,?,?,?,?,?,?) ON CONFLICT (id) DO UPDATE SET "
+                "heartbeat_at = excluded.heartbeat_at, queue = excluded.queue, "
+                "names = excluded.names",
+                (worker_id, host, pid, now, now, queue, dumps(list(names))),
             )
 
     async def heartbeat(
@@ -441,9 +452,9 @@ class SqliteStore:
             self._notify()
 
     async def list_workers(self, host: str | None = None) -> list[WorkerRow]:
-        sql = "SELECT id, host, pid, started_at, heartbeat_at FROM flowz_workers"
+        sql = WORKER_SELECT
         rows = self._read(sql + " WHERE host = ?", (host,)) if host else self._read(sql)
-        return [WorkerRow(*r) for r in rows]
+        return [worker_row(r) for r in rows]
 
     async def reap(self, dead_worker_ids: Sequence[str]) -> int:
         now = self.clock.now()
