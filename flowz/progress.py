@@ -1,4 +1,4 @@
-"""The live progress view: a rich tree of a run, in a terminal, in Jupyter, or as plain lines.
+"""The live progress view: a rich tree of a run, live in a terminal or in Jupyter, or as lines.
 
 The view is an event subscriber (`view(event)`); the state lives in a pure model.
 
@@ -9,10 +9,14 @@ Examples:
 
 from __future__ import annotations
 
+import importlib
+import io
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -25,6 +29,9 @@ from ._events import (
     ChildFinished,
     ChildrenScheduled,
     Event,
+    RunFinished,
+    RunResumed,
+    RunStarted,
     RunSuspended,
     StepFinished,
     StepRetried,
@@ -44,6 +51,14 @@ __all__ = [
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 _MARKS = {"succeeded": "[green]✓[/]", "failed": "[red]✗[/]", "cancelled": "[yellow]⊘[/]"}
 _MAX_CHILD_RUNS = 8  # workflow children shown under a gather line
+# A notebook frame is a message to the browser: at most this often, but always when the
+# run's shape changes (started, scheduled, suspended, finished).
+_JUPYTER_FRAME_SECONDS = 0.25
+_SHAPE_EVENTS = (RunStarted, RunResumed, RunSuspended, RunFinished, ChildrenScheduled)
+_HTML_FRAME = (
+    '<pre style="white-space:pre;overflow-x:auto;line-height:normal;'
+    "font-family:Menlo,'DejaVu Sans Mono',consolas,'Courier New',monospace\">{code}</pre>"
+)
 
 
 def _duration(seconds: float) -> str:
@@ -193,13 +208,34 @@ def _summary_line(model: ProgressModel, status: str, now: float) -> Text:
     )
 
 
+class _Frame:
+    """One drawing of a renderable for Jupyter: HTML for the notebook, text for the rest."""
+
+    def __init__(self, renderable: RenderableType, width: int) -> None:
+        console = Console(
+            record=True,
+            width=width,
+            file=io.StringIO(),
+            force_terminal=True,
+            force_jupyter=False,
+            color_system="truecolor",
+        )
+        console.print(renderable)
+        self.text = console.export_text(clear=False)
+        self.html = console.export_html(inline_styles=True, code_format=_HTML_FRAME)
+
+    def _repr_mimebundle_(self, include: object = None, exclude: object = None) -> dict[str, str]:
+        return {"text/plain": self.text, "text/html": self.html}
+
+
 class ProgressView:
-    """Shows one run's progress: live in a terminal, once at the end in Jupyter, else lines.
+    """Shows one run's progress: live in a terminal or a notebook, else plain lines.
 
     Args:
         run_id: the run to show (events of other runs are ignored); or set it with follow().
         console: where to draw (default: standard error).
-        mode: "live", "final" (draw once at the end) or "lines"; default from the console.
+        mode: "live" (a terminal), "jupyter" (one notebook output, redrawn in place),
+            "final" (drawn once at the end) or "lines"; default from the console.
         clock: the time source, injectable for tests.
     """
 
@@ -215,7 +251,7 @@ class ProgressView:
         self.console = console or Console(stderr=True)
         if mode is None:
             if self.console.is_jupyter:
-                mode = "final"
+                mode = "jupyter"
             else:
                 mode = "live" if self.console.is_terminal else "lines"
         self.mode = mode
@@ -225,6 +261,8 @@ class ProgressView:
         self._live: Live | None = None
         self._auto_refresh = auto_refresh
         self._last_line: dict[tuple[str, int], int] = {}
+        self._display: Any = None  # IPython's DisplayHandle, in "jupyter" mode
+        self._drawn_at = -math.inf
 
     def follow(self, run_id: str, model: ProgressModel | None = None) -> None:
         """Show this run (a view made before the run's id was known).
@@ -240,6 +278,12 @@ class ProgressView:
             return render_tree(self.model, self._clock())
 
     def __enter__(self) -> ProgressView:
+        if self.mode == "jupyter":
+            # IPython is there (the console saw Jupyter); it ships no type hints.
+            display: Callable[..., Any] = importlib.import_module("IPython.display").display
+            self._display = display(self._frame(), display_id=True)
+            self._drawn_at = time.monotonic()
+            return self
         if self.mode != "live" and self.model.root_id:
             # The live tree shows the id at its top; elsewhere (CI logs, pipes, Jupyter's
             # final tree) this line is the only way to find an unnamed run again.
@@ -255,7 +299,24 @@ class ProgressView:
             self._live.start()
         return self
 
+    def _frame(self) -> _Frame:
+        return _Frame(self, self.console.width)
+
+    def _redraw_notebook(self, event: Event | None) -> None:
+        """Draw the notebook output again: on a change of shape, at most 4 times a second."""
+        now = time.monotonic()
+        if (
+            event is None
+            or isinstance(event, _SHAPE_EVENTS)
+            or (now - self._drawn_at >= _JUPYTER_FRAME_SECONDS)
+        ):
+            self._drawn_at = now
+            self._display.update(self._frame())
+
     def __exit__(self, *exc_info: object) -> None:
+        if self._display is not None:
+            self._redraw_notebook(None)
+            self._display = None
         if self._live is not None:
             self._live.update(self, refresh=True)
             self._live.stop()
@@ -267,6 +328,8 @@ class ProgressView:
             self.model.apply(event)
         if self.mode == "lines":
             self._print_line(event)
+        elif self._display is not None:
+            self._redraw_notebook(event)
         elif self._live is not None and not self._auto_refresh:
             self._live.update(self)
 

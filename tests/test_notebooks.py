@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,32 +20,45 @@ def outputs_text(notebook: object) -> str:
     return "\n".join(parts)
 
 
-def execute(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run notebooks/NAME in a real kernel (on the test's database); its rendered output."""
+def execute(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, messages: list[str] | None = None
+) -> str:
+    """Run notebooks/NAME in a real kernel (on the test's database); its rendered output.
+
+    `messages` receives the type of every output message the kernel sent.
+    """
     import nbclient
     import nbformat
+
+    class Recording(nbclient.NotebookClient):  # type: ignore[misc]
+        def process_message(self, msg: dict[str, Any], cell: Any, cell_index: int) -> Any:
+            if messages is not None:
+                messages.append(msg["msg_type"])
+            return super().process_message(msg, cell, cell_index)
 
     monkeypatch.delenv("FLOWZ_PROGRESS", raising=False)
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
     assert all(not cell.get("outputs") for cell in notebook.cells), (
         "commit notebooks without outputs"
     )
-    client = nbclient.NotebookClient(
-        notebook, timeout=60, resources={"metadata": {"path": str(tmp_path)}}
-    )
+    client = Recording(notebook, timeout=60, resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
     return outputs_text(notebook)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_the_progress_notebook_shows_the_finished_tree(
+def test_the_progress_notebook_draws_the_tree_live(
     database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    text = execute("progress.ipynb", tmp_path, monkeypatch)
+    messages: list[str] = []
+    text = execute("progress.ipynb", tmp_path, monkeypatch, messages)
     assert "9900" in text  # the cell's value: the result
+    # The saved output is the last frame: the finished tree, in HTML and as text.
     assert "fan" in text and "notebook-fan" in text and "succeeded" in text
-    assert "double" in text and "100/100" in text
+    assert "double" in text and "100/100" in text and "<pre" in text
+    # One output, redrawn in place: the frames after the first are updates of it.
+    assert messages.count("update_display_data") >= 2, messages
 
 
 @pytest.mark.slow
