@@ -9,7 +9,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["DEFAULT_DATABASE_URL", "Settings"]
+__all__ = ["DEFAULT_DATABASE_URL", "Settings", "redacted_url"]
 
 DEFAULT_DATABASE_URL = "sqlite:///.flowz/flowz.db"
 
@@ -87,3 +87,12 @@ class Settings:
                 ) from exc
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def redacted_url(url: str) -> str:
+    """The database URL without its password, fit for messages and logs."""
+    head, sep, tail = url.rpartition("@")
+    if not sep:
+        return url
+    scheme, _, credentials = head.partition("://")
+    return f"{scheme}://{credentials.split(':')[0]}@{tail}"

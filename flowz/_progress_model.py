@@ -16,7 +16,7 @@ from ._events import (
     StepRetried,
     StepStarted,
 )
-from ._serde import abbreviated, dumps, error_line
+from ._serde import error_fields, error_line, iso_time
 from ._types import JSON, Status
 from .store._protocol import ExecutionRow, JournalEntry, Store
 
@@ -33,7 +33,8 @@ class StepLine:
     started: float | None
     finished: float | None = None
     replayed: bool = False
-    output: str | None = None
+    output: JSON = None  #: the stored result, when read from the database
+    has_output: bool = False
 
 
 @dataclass
@@ -69,8 +70,9 @@ class Failure:
     id: str
     name: str
     child_index: int | None
-    arguments: str  #: abbreviated JSON
-    error: str  #: `Type: message`
+    input: JSON  #: the stored arguments, by parameter name
+    error_type: str  #: the short name: `ValueError`
+    message: str
     attempts: int
 
 
@@ -83,7 +85,8 @@ class RunNode:
     status: str
     started: float | None
     finished: float | None = None
-    error: str | None = None
+    error: str | None = None  #: `Type: message`
+    error_record: JSON = None  #: as stored, when read from the database
     sleeping_until: float | None = None
     items: dict[int, StepLine | GatherLine] = field(default_factory=dict)
 
@@ -193,6 +196,69 @@ class ProgressModel:
                     totals.retries += line.retries
         return totals
 
+    def as_json(self) -> dict[str, JSON]:
+        """The tree as plain JSON (`flowz show --json`): times in ISO 8601, UTC."""
+        root = self.root
+        tree: dict[str, JSON] = (
+            {"id": self.root_id, "status": "unknown"} if root is None else self._node_json(root)
+        )
+        tree["failures"] = [
+            {
+                "id": f.id,
+                "name": f.name,
+                "child_index": f.child_index,
+                "input": f.input,
+                "error": {"type": f.error_type, "message": f.message},
+                "attempts": f.attempts,
+            }
+            for f in self.failures
+        ]
+        return tree
+
+    def _node_json(self, node: RunNode) -> dict[str, JSON]:
+        items: list[JSON] = []
+        for position in sorted(node.items):
+            line = node.items[position]
+            if isinstance(line, StepLine):
+                step: dict[str, JSON] = {
+                    "position": position,
+                    "kind": "step",
+                    "name": line.name,
+                    "status": line.status,
+                    "attempts": line.attempt,
+                    "started_at": iso_time(line.started),
+                    "finished_at": iso_time(line.finished),
+                }
+                if line.has_output:
+                    step["output"] = line.output
+                items.append(step)
+            else:
+                items.append(
+                    {
+                        "position": position,
+                        "kind": "children",
+                        "name": line.name,
+                        "total": line.total,
+                        "ended": line.done,
+                        "failed": line.failed,
+                        "cancelled": line.cancelled,
+                        "retries": line.retries,
+                        "started_at": iso_time(line.started),
+                        "runs": [
+                            self._node_json(self.runs[c]) for c in line.children if c in self.runs
+                        ],
+                    }
+                )
+        return {
+            "id": node.id,
+            "name": node.name,
+            "status": node.status,
+            "started_at": iso_time(node.started),
+            "finished_at": iso_time(node.finished),
+            "error": _error_json(node),
+            "items": items,
+        }
+
     @classmethod
     async def load(cls, store: Store, root_id: str) -> ProgressModel:
         """The run's tree as the database holds it now (one read per workflow's journal)."""
@@ -219,7 +285,7 @@ class ProgressModel:
             node = RunNode(row.id, row.name, status, row.started_at, row.finished_at)
             node.sleeping_until = row.run_at if status == "sleeping" else None
             if row.error:
-                node.error = error_line(row.error)
+                node.error, node.error_record = error_line(row.error), row.error
             for position, entry in sorted(journals.get(row.id, {}).items()):
                 if entry.kind in ("schedule", "gather"):
                     children = by_parent.get((row.id, position), [])
@@ -230,30 +296,25 @@ class ProgressModel:
                     status = "retrying" if entry.status == "retrying" else entry.status
                     step = StepLine(entry.name, status, entry.attempt, entry.started_at)
                     step.finished = entry.finished_at
-                    step.output = None if entry.output is None else repr(entry.output)
+                    step.output, step.has_output = entry.output, entry.status == "succeeded"
                     node.items[position] = step
             model.runs[row.id] = node
         model.failures = [
-            Failure(
-                row.id,
-                row.name,
-                row.child_index,
-                _arguments(row.input),
-                error_line(row.error),
-                row.attempt,
-            )
-            for row in rows
-            if row.status == "failed" and row.id != root_id
+            _failure(row) for row in rows if row.status == "failed" and row.id != root_id
         ]
         return model
 
 
-def _arguments(stored: JSON, limit: int = 60) -> str:
-    """`i=10, url="https://…"`: a call's stored arguments, cut to `limit` characters."""
-    if not isinstance(stored, dict):
-        return abbreviated(stored, limit)
-    text = ", ".join(f"{name}={dumps(value)}" for name, value in stored.items())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _error_json(node: RunNode) -> JSON:
+    if node.error_record is not None:
+        error_type, message = error_fields(node.error_record)
+        return {"type": error_type, "message": message}
+    return None if node.error is None else {"type": "error", "message": node.error}
+
+
+def _failure(row: ExecutionRow) -> Failure:
+    error_type, message = error_fields(row.error)
+    return Failure(row.id, row.name, row.child_index, row.input, error_type, message, row.attempt)
 
 
 def _gather_from_rows(entry: JournalEntry, children: list[ExecutionRow]) -> GatherLine:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import inspect
 import json
 import sys
@@ -19,7 +20,17 @@ from .errors import SerializationError, StepFailed
 if TYPE_CHECKING:
     from pydantic import TypeAdapter
 
-__all__ = ["Codec", "abbreviated", "dump_error", "dumps", "error_line", "load_error", "loads"]
+__all__ = [
+    "Codec",
+    "abbreviated",
+    "dump_error",
+    "dumps",
+    "error_fields",
+    "error_line",
+    "iso_time",
+    "load_error",
+    "loads",
+]
 
 
 def dumps(value: JSON) -> str:
@@ -31,6 +42,11 @@ def abbreviated(value: JSON, limit: int = 60) -> str:
     """`value` as JSON, cut to `limit` characters with an ellipsis."""
     text = dumps(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def iso_time(epoch: float | None) -> str | None:
+    """Epoch seconds as an ISO 8601 UTC timestamp (None stays None)."""
+    return None if epoch is None else dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat()
 
 
 def loads(text: str | None) -> JSON:
@@ -198,12 +214,16 @@ def dump_error(exc: BaseException) -> JSON:
     }
 
 
-def error_line(record: JSON) -> str:
-    """`ValueError: bad input 3`: an error record in one line, the type by its short name."""
+def error_fields(record: JSON) -> tuple[str, str]:
+    """(`ValueError`, `bad input 3`): an error record's type, by its short name, and message."""
     fields = json_object(record) if isinstance(record, dict) else {}
     type_name = str(fields.get("origin_type") or fields.get("type") or "error")
-    short = type_name.rpartition(":")[2].rpartition(".")[2]
-    message = str(fields.get("message", ""))
+    return type_name.rpartition(":")[2].rpartition(".")[2], str(fields.get("message", ""))
+
+
+def error_line(record: JSON) -> str:
+    """`ValueError: bad input 3`: an error record in one line."""
+    short, message = error_fields(record)
     return f"{short}: {message}" if message else short
 
 

@@ -6,7 +6,10 @@ import importlib
 import json
 import logging
 import sys
+import time
+import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -15,17 +18,17 @@ import typer
 
 from . import __version__
 from ._client import Client
-from ._config import Settings
+from ._config import Settings, redacted_url
 from ._decorators import WorkflowFunction
 from ._progress_model import ProgressModel
 from ._registry import Registry, default_registry
-from ._serde import error_line
+from ._serde import error_fields, error_line, iso_time
 from ._types import Status
 from ._waiting import why_waiting
 from ._worker import serve
 from .errors import FlowzError, NotAWorkflowError, RunNotFoundError, StoreError, UsageError
 from .store import Store, open_store, upgrade_schema
-from .store._protocol import ExecutionRow
+from .store._protocol import ExecutionRow, WorkerRow
 
 __all__ = ["app", "main"]
 
@@ -55,8 +58,46 @@ class RunFailedError(FlowzError):
     """The workflow run ended in failure."""
 
 
+@dataclass
+class _Options:
+    """Options of the `flowz` command itself, for every subcommand."""
+
+    verbose: bool = False
+
+
+_options = _Options()
+
+
 def _settings(db: str | None, **overrides: Any) -> Settings:
-    return Settings.from_env(database_url=db, **overrides)
+    settings = Settings.from_env(database_url=db, **overrides)
+    if _options.verbose:
+        typer.echo(f"flowz: database {redacted_url(settings.database_url)}", err=True)
+    return settings
+
+
+def _echo_json(value: Any) -> None:
+    typer.echo(json.dumps(value, ensure_ascii=False))
+
+
+def _run_json(row: ExecutionRow, waiting: str | None = None) -> dict[str, Any]:
+    """A run as `--json` prints it."""
+    out: dict[str, Any] = {
+        "id": row.id,
+        "workflow": row.name,
+        "status": row.status,
+        "queue": row.queue,
+        "created_at": iso_time(row.created_at),
+        "started_at": iso_time(row.started_at),
+        "finished_at": iso_time(row.finished_at),
+    }
+    if row.status == Status.SUCCEEDED:
+        out["result"] = row.output
+    if row.error:
+        error_type, message = error_fields(row.error)
+        out["error"] = {"type": error_type, "message": message}
+    if waiting is not None:
+        out["waiting"] = waiting
+    return out
 
 
 def _with_store(
@@ -158,8 +199,15 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Say which database the command uses (on standard error)."
+        ),
+    ] = False,
 ) -> None:
     """Durable workflows that feel like plain async Python."""
+    _options.verbose = verbose
 
 
 InputOption = Annotated[
@@ -174,6 +222,9 @@ IdOption = Annotated[
     str | None, typer.Option("--id", help="Run id; the same id never starts a second run.")
 ]
 Target = Annotated[str, typer.Argument(help="MODULE:WORKFLOW, MODULE dotted or a .py path.")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document instead of text.")
+]
 
 
 @app.command()
@@ -185,27 +236,39 @@ def run(
     no_progress: Annotated[
         bool, typer.Option("--no-progress", help="No live view (also FLOWZ_PROGRESS=0).")
     ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Run a workflow to completion here, showing its progress, and print its result as JSON.
+
+    With --json, print the run instead: id, status, and result or error.
 
     Example: flowz run examples/quickstart.py:fan --input '[1000]'
     """
     wf = load_workflow(target)
     args, kwargs = parse_input(input, wf)
     settings = _settings(db)
+    run_id = id or str(uuid.uuid4())
 
-    async def main() -> Any:
+    async def main() -> tuple[Any, ExecutionRow | None, Exception | None]:
         async with Client(settings=settings) as client:
-            chosen = wf.options(id=id, progress=False if no_progress else None)
-            return await client.run(chosen, *args, **kwargs)
+            chosen = wf.options(id=run_id, progress=False if no_progress else None)
+            try:
+                result, failure = await client.run(chosen, *args, **kwargs), None
+            except (UsageError, StoreError):
+                raise  # the command's input or the database: one line from main()
+            except Exception as exc:  # the workflow's own error
+                result, failure = None, exc
+            return result, await client.store.get_execution(run_id) if as_json else None, failure
 
-    try:
-        result = anyio.run(main)
-    except (UsageError, StoreError):
-        raise  # the command's input or the database: one line from main()
-    except Exception as exc:  # the workflow's own error
-        raise RunFailedError(f"the run failed: {type(exc).__name__}: {exc}{_where(exc)}") from exc
-    typer.echo(json.dumps(wf.definition.codec.dump_result(result)))
+    result, row, failure = anyio.run(main)
+    if row is not None:
+        _echo_json(_run_json(row))
+    if failure is not None:
+        raise RunFailedError(
+            f"the run failed: {type(failure).__name__}: {failure}{_where(failure)}"
+        ) from failure
+    if row is None:
+        typer.echo(json.dumps(wf.definition.codec.dump_result(result)))
 
 
 def _where(exc: BaseException) -> str:
@@ -293,7 +356,7 @@ async def _row_and_reason(
 
 
 @app.command()
-def status(run_id: RunId, db: DbOption = None) -> None:
+def status(run_id: RunId, db: DbOption = None, as_json: JsonOption = False) -> None:
     """Print a run's status, and its result or error once it ended.
 
     Exit code: 0 succeeded, 1 failed or cancelled, 2 not finished yet.
@@ -302,14 +365,17 @@ def status(run_id: RunId, db: DbOption = None) -> None:
     row, reason = _with_store(
         settings, lambda store: _row_and_reason(store, run_id, settings.lease_seconds)
     )
-    line = f"{row.id}  {row.name}  {row.status}"
-    if row.status == Status.SUCCEEDED:
-        line += f"  result: {json.dumps(row.output)[:200]}"
-    elif row.error:
-        line += f"  error: {error_line(row.error)}"[:300]
-    elif reason is not None:
-        line += f"  (queued: {reason})"
-    typer.echo(line)
+    if as_json:
+        _echo_json(_run_json(row, reason))
+    else:
+        line = f"{row.id}  {row.name}  {row.status}"
+        if row.status == Status.SUCCEEDED:
+            line += f"  result: {json.dumps(row.output)[:200]}"
+        elif row.error:
+            line += f"  error: {error_line(row.error)}"[:300]
+        elif reason is not None:
+            line += f"  (queued: {reason})"
+        typer.echo(line)
     if row.status != Status.SUCCEEDED:
         raise typer.Exit(1 if row.status in _ENDED else 2)
 
@@ -319,13 +385,21 @@ def list_runs(
     db: DbOption = None,
     status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
     limit: Annotated[int, typer.Option(help="How many runs at most.")] = 20,
+    as_json: JsonOption = False,
 ) -> None:
-    """List the newest runs as a table."""
+    """List the newest runs: a table in a terminal, one tab-separated line each when piped.
+
+    Piped, a line is: id, workflow, status, started, duration (so `cut -f1` gives ids).
+    """
     if status is not None and status not in {s.value for s in Status}:
         raise UsageError(f"--status {status!r}: use one of {', '.join(s.value for s in Status)}")
+    rows = _with_store(_settings(db), lambda store: store.list_runs(status, limit))
+    if as_json:
+        _echo_json([_run_json(row) for row in rows])
+        return
     from .progress import print_runs
 
-    print_runs(_with_store(_settings(db), lambda store: store.list_runs(status, limit)))
+    print_runs(rows)
 
 
 async def _model(store: Store, run_id: str) -> ProgressModel:
@@ -340,11 +414,15 @@ def show(
     failed: Annotated[
         bool, typer.Option("--failed", help="List every failed execution, not the first 5.")
     ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Show a run's journal and children as a tree, outputs truncated, and what failed, why."""
+    model = _with_store(_settings(db), lambda store: _model(store, run_id))
+    if as_json:
+        _echo_json(model.as_json())
+        return
     from .progress import print_tree
 
-    model = _with_store(_settings(db), lambda store: _model(store, run_id))
     print_tree(model, all_failures=failed)
 
 
@@ -391,6 +469,50 @@ def retry(run_id: RunId, db: DbOption = None) -> None:
 
     _with_store(_settings(db), again)
     typer.echo(f"{run_id}: pending again; a worker that imports its module resumes it")
+
+
+@app.command()
+def info(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Say which database the commands use, its schema, and the live workers."""
+    from .store._sql import SCHEMA_VERSION
+
+    settings = _settings(db)
+
+    async def look(store: Store) -> tuple[int | None, list[WorkerRow]]:
+        return await store.schema_version(), await store.list_workers()
+
+    schema, workers = _with_store(settings, look)
+    now = time.time()
+    live = [w for w in workers if now - w.heartbeat_at <= settings.lease_seconds]
+    if as_json:
+        _echo_json(
+            {
+                "flowz": __version__,
+                "database": redacted_url(settings.database_url),
+                "schema": schema,
+                "workers": [
+                    {
+                        "id": w.id,
+                        "host": w.host,
+                        "pid": w.pid,
+                        "queue": w.queue,
+                        "names": list(w.names),
+                        "heartbeat_at": iso_time(w.heartbeat_at),
+                    }
+                    for w in live
+                ],
+            }
+        )
+        return
+    typer.echo(f"flowz     {__version__}")
+    typer.echo(f"database  {redacted_url(settings.database_url)}")
+    typer.echo(f"schema    v{schema} (this flowz: v{SCHEMA_VERSION})")
+    typer.echo(f"workers   {len(live)} live")
+    for w in live:
+        typer.echo(
+            f"  {w.id}  queue {w.queue!r}  {len(w.names)} functions  "
+            f"heartbeat {now - w.heartbeat_at:.0f} s ago"
+        )
 
 
 @db_app.command("upgrade")

@@ -20,6 +20,7 @@ from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.markup import escape
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
@@ -37,6 +38,8 @@ from ._events import (
     StepRetried,
 )
 from ._progress_model import GatherLine, ProgressModel, RunNode, StepLine
+from ._serde import abbreviated, dumps
+from ._types import JSON
 from .store._protocol import ExecutionRow
 
 __all__ = [
@@ -98,9 +101,8 @@ def _step_label(line: StepLine, now: float) -> Text:
         parts.append("[dim]replayed[/]")
     else:
         parts.append(f"[dim]{_elapsed(line.started, line.finished, now)}[/]")
-    if line.output is not None:
-        out = line.output if len(line.output) <= 60 else line.output[:57] + "..."
-        parts.append(f"[dim]→ {out}[/]")
+    if line.has_output:
+        parts.append(f"[dim]→ {escape(abbreviated(line.output))}[/]")
     return Text.from_markup(" ".join(parts))
 
 
@@ -168,6 +170,14 @@ def render_tree(model: ProgressModel, now: float | None = None) -> RenderableTyp
     return tree
 
 
+def _arguments(stored: JSON, limit: int = 60) -> str:
+    """`i=10, url="https://…"`: a call's stored arguments, cut to `limit` characters."""
+    if not isinstance(stored, dict):
+        return abbreviated(stored, limit)
+    text = ", ".join(f"{name}={dumps(value)}" for name, value in stored.items())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def render_failures(model: ProgressModel, limit: int | None = 5) -> RenderableType | None:
     """The failed executions of the run (the first `limit`, and how many more), or None."""
     failures = model.failures
@@ -180,8 +190,8 @@ def render_failures(model: ProgressModel, limit: int | None = 5) -> RenderableTy
         line = Text()
         line.append("  ✗ ", style="red")
         line.append(f"{failure.name}{index}", style="bold")
-        line.append(f" ({failure.arguments}) ", style="dim")
-        line.append(failure.error)
+        line.append(f" ({_arguments(failure.input)}) ", style="dim")
+        line.append(f"{failure.error_type}: {failure.message}")
         line.append(attempts, style="dim")
         lines.append(line)
     if limit is not None and len(failures) > limit:
@@ -392,14 +402,22 @@ def print_tree(model: ProgressModel, *, all_failures: bool = False) -> None:
 
 
 def print_runs(rows: Sequence[ExecutionRow]) -> None:
-    """Print runs as a table (`flowz list`)."""
-    table = Table("workflow", "status", "started", "duration")
-    table.add_column("id", overflow="fold")
+    """Print runs (`flowz list`): a table in a terminal, tab-separated lines when piped."""
+    console = Console(highlight=False)
+    lines = []
     for row in rows:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.created_at))
         duration = f"{row.finished_at - row.created_at:.2f}s" if row.finished_at else ""
-        table.add_row(row.name, row.status, started, duration, row.id)
-    Console(highlight=False).print(table)
+        lines.append((row.id, row.name, row.status, started, duration))
+    if not console.is_terminal:  # whole ids, one run per line, for scripts
+        for line in lines:
+            print("\t".join(line))
+        return
+    table = Table("workflow", "status", "started", "duration")
+    table.add_column("id", overflow="fold")
+    for run_id, *rest in lines:
+        table.add_row(*rest, run_id)
+    console.print(table)
 
 
 def _tree_and_notes(model: ProgressModel, note: str | None) -> RenderableType:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 
 from flowz import Client, FlowzError
 from flowz.cli import app
+from flowz.store._sql import SCHEMA_VERSION
 
 ROOT = Path(__file__).parents[1]
 runner = CliRunner()
@@ -265,3 +267,59 @@ def test_one_name_however_the_module_is_named_and_status_says_who_could_run_it(
             worker.send_signal(signal.SIGTERM)
         for worker in workers:
             assert worker.wait(timeout=30) == 0
+
+
+def test_json_output_for_scripts(cli_env: dict[str, str]) -> None:
+    long_id = "a-run-id-long-enough-to-be-folded-by-a-table-in-eighty-columns-" + "x" * 40
+    code, out, _ = invoke("run", "tests.cli_app:odds", "--input", "[4]", "--id", long_id, "--json")
+    run = json.loads(out)
+    assert code == 0 and run["id"] == long_id and run["status"] == "succeeded"
+    assert run["result"] == 4 and run["workflow"] == "tests.cli_app:odds"
+    assert run["finished_at"].endswith("+00:00")
+
+    code, out, error = invoke("run", "tests.cli_app:fragile", "--input", "[3]", "--json")
+    failed = json.loads(out)
+    assert code == 1 and isinstance(error, FlowzError) and failed["status"] == "failed"
+    assert failed["error"] == {"type": "Unlucky", "message": "3 is unlucky"}
+    code, out, _ = invoke("status", failed["id"], "--json")
+    assert code == 1 and json.loads(out) == failed
+
+    invoke("start", "tests.cli_app:squares", "--input", "[2]", "--id", "queued")
+    code, out, _ = invoke("status", "queued", "--json")
+    assert code == 2 and "no worker is running" in json.loads(out)["waiting"]
+
+    code, out, _ = invoke("show", long_id, "--json")
+    tree = json.loads(out)
+    assert tree["status"] == "succeeded" and tree["items"][0]["kind"] == "children"
+    assert (tree["items"][0]["total"], tree["items"][0]["failed"]) == (4, 2)
+    assert [(f["child_index"], f["input"], f["error"]["type"]) for f in tree["failures"]] == [
+        (0, {"x": 0}, "Unlucky"),
+        (2, {"x": 2}, "Unlucky"),
+    ]
+
+    code, out, _ = invoke("list", "--json")
+    assert {r["id"] for r in json.loads(out)} == {long_id, failed["id"], "queued"}
+    # Piped (not a terminal): one tab-separated line per run, whole ids first.
+    code, out, _ = invoke("list")
+    lines = [line.split("\t") for line in out.splitlines()]
+    assert len(lines) == 3 and {fields[0] for fields in lines} == {long_id, failed["id"], "queued"}
+    assert all(len(fields) == 5 for fields in lines)
+
+    code, out, _ = invoke("info", "--json")
+    info = json.loads(out)
+    assert code == 0 and info["schema"] == SCHEMA_VERSION and info["workers"] == []
+    assert info["database"] == os.environ["FLOWZ_DATABASE_URL"]
+
+
+def test_verbose_says_which_database(cli_env: dict[str, str]) -> None:
+    from flowz._config import redacted_url
+
+    assert redacted_url("postgresql://ann:secret@db:5432/flowz") == "postgresql://ann@db:5432/flowz"
+    make_database(cli_env["FLOWZ_DATABASE_URL"])
+    done = flowz(cli_env, "-v", "info")
+    assert done.returncode == 0, done.stderr
+    url = cli_env["FLOWZ_DATABASE_URL"]
+    assert done.stderr.strip() == f"flowz: database {url}"
+    assert f"database  {url}" in done.stdout and "workers   0 live" in done.stdout
+    missing = flowz({**cli_env, "FLOWZ_DATABASE_URL": "sqlite:////nonexistent/x.db"}, "info")
+    assert missing.returncode == 1 and "no flowz database at '/nonexistent/x.db'" in missing.stderr

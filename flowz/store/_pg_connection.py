@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from .._config import redacted_url
 from ..errors import StoreError, StoreNotWritableError, StoreUnavailableError
 from ._sql import ChangeSignal
 
@@ -61,11 +62,7 @@ class PgConnector:
 
     def safe_url(self) -> str:
         """The URL without its password."""
-        head, sep, tail = self.url.rpartition("@")
-        if not sep:
-            return self.url
-        scheme, _, credentials = head.partition("://")
-        return f"{scheme}://{credentials.split(':')[0]}@{tail}"
+        return redacted_url(self.url)
 
     async def open(self) -> None:
         """Open the pool; fail clearly if the server cannot be reached."""
