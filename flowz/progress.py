@@ -433,19 +433,28 @@ def _tree_and_notes(model: ProgressModel, note: str | None) -> RenderableType:
 class LiveTree:
     """A run's tree redrawn in place as its model is replaced (`flowz watch`).
 
-    `note`: a line under the tree (why the run waits).
+    `note`: a line under the tree (why the run waits). Without a terminal (piped,
+    a CI log) nothing is redrawn: the last tree is printed once, at the end.
     """
 
     def __init__(self, model: ProgressModel, note: str | None = None) -> None:
-        self._live = Live(_tree_and_notes(model, note), console=Console(highlight=False))
+        self._console = Console(highlight=False)
+        self._shown = _tree_and_notes(model, note)
+        self._live = Live(self._shown, console=self._console) if self._console.is_terminal else None
 
     def __enter__(self) -> LiveTree:
-        self._live.start()
+        if self._live is not None:
+            self._live.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._live.stop()
+        if self._live is not None:
+            self._live.stop()
+        else:
+            self._console.print(self._shown)
 
     def update(self, model: ProgressModel, note: str | None = None) -> None:
         """Draw this state of the run."""
-        self._live.update(_tree_and_notes(model, note), refresh=True)
+        self._shown = _tree_and_notes(model, note)
+        if self._live is not None:
+            self._live.update(self._shown, refresh=True)

@@ -187,6 +187,9 @@ def test_the_real_command_line(cli_env: dict[str, str]) -> None:
         done = flowz(env, *args)
         assert done.returncode == 0 and expected in done.stdout, (args, done.stderr)
 
+    watched = flowz(env, "watch", "sub")  # piped: the last tree once, whole lines, no codes
+    assert watched.stdout.endswith("5/5\n") and "\x1b[" not in watched.stdout, watched.stdout
+
     bad = flowz(env, "run", "tests.cli_app:not_a_workflow")
     assert bad.returncode == 1 and "is not a workflow" in bad.stderr
     assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
