@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,12 +92,23 @@ def one_step_zero_setup(url: str, n: int) -> float:
     return anyio.run(main)
 
 
-def wake_up_latency(url: str, probes: int) -> list[float]:
-    """Seconds from the last child's commit to the parent running again, per probe."""
-    from flowz._config import Settings
-    from flowz.store import open_store
+@workflow
+async def message_probe() -> None:
+    await flowz.recv("go")
 
+
+@workflow
+async def drain(n: int) -> int:
+    for i in range(n):
+        assert await flowz.recv("m") == i, "messages come in send order"
+    return n
+
+
+@contextlib.contextmanager
+def worker_processes(url: str, count: int) -> Iterator[None]:
+    """`count` `flowz worker` processes serving this module, on `url`, for the block."""
     os.environ["FLOWZ_DATABASE_URL"] = url
+    create_schema(url)
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "flowz", "worker", "benchmarks.__main__"],
@@ -105,33 +117,85 @@ def wake_up_latency(url: str, probes: int) -> list[float]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for _ in range(2)
+        for _ in range(count)
     ]
+    try:
+        time.sleep(2)
+        yield
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=60)
+
+
+def wake_up_latency(url: str, probes: int) -> list[float]:
+    """Seconds from the last child's commit to the parent running again, per probe."""
 
     async def main() -> list[float]:
         latencies = []
-        store = await open_store(Settings.from_env())
-        try:
+        async with flowz.Client(url) as client:
+            store = client.store
             for _ in range(probes):
-                handle = await wake_probe.start(10)
+                handle = await client.start(wake_probe, 10)
                 await handle.result(timeout=60)
                 rows = await store.list_executions(handle.id)
                 last_child = max(r.finished_at or 0 for r in rows if r.parent_id == handle.id)
                 journal = await store.read_journal(handle.id)
                 resumed = journal[max(journal)].started_at or 0
                 latencies.append(resumed - last_child)
-        finally:
-            await store.aclose()
         return latencies
 
-    try:
-        time.sleep(2)
+    with worker_processes(url, 2):
         return anyio.run(main)
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=60)
+
+
+def message_wake_latency(url: str, probes: int) -> list[float]:
+    """Seconds from a send to the receiving workflow running again on a worker, per probe.
+
+    Timed from just before the send (its commit is inside), to the receive's own
+    transaction on the worker (the journal entry's start, on the database's clock,
+    which is this machine's).
+    """
+
+    async def main() -> list[float]:
+        latencies = []
+        async with flowz.Client(url) as client:
+            store = client.store
+            for _ in range(probes):
+                handle = await client.start(message_probe)
+                while True:  # until it suspended in recv, its worker freed
+                    mark = store.change_mark()
+                    row = await store.get_execution(handle.id)
+                    if row is not None and row.status == "waiting":
+                        break
+                    await store.wait_for_change(1.0, mark)
+                sent = time.time()
+                await handle.send("go", None)
+                await handle.result(timeout=60)
+                resumed = (await store.read_journal(handle.id))[0].started_at or 0
+                latencies.append(resumed - sent)
+        return latencies
+
+    with worker_processes(url, 2):
+        return anyio.run(main)
+
+
+def messages_in_order(url: str, n: int) -> tuple[float, float]:
+    """(seconds to send n messages to one run, seconds for it to take all n, in order)."""
+    create_schema(url)
+
+    async def main() -> tuple[float, float]:
+        async with flowz.Client(url, settings=flowz.Settings(progress=False)) as client:
+            handle = await client.start(drain, n)
+            started = time.perf_counter()
+            for i in range(n):
+                await handle.send("m", i)
+            sent = time.perf_counter()
+            assert await client.run(drain, n) == n
+            return sent - started, time.perf_counter() - sent
+
+    return anyio.run(main)
 
 
 def dbos(workload: str, n: int, url: str) -> float | None:
@@ -166,6 +230,8 @@ def run_engine(engine: str, quick: bool, url: str) -> dict[str, Any]:
             r["gather_wide_1_worker_s"] = with_worker_processes(f"{db}/w1.db", wide, 1, mem)
             r["gather_wide_2_workers_s"] = with_worker_processes(f"{db}/w2.db", wide, 2)
             r["wake_up_s"] = wake_up_latency(f"{db}/l.db", 5 if quick else 20)
+            r["message_wake_up_s"] = message_wake_latency(f"{db}/m.db", 5 if quick else 20)
+            r["send_s"], r["take_s"] = messages_in_order(f"{db}/q.db", n * 10)
     else:
         with postgres_database(url) as fresh:
             r["raw_commit_s"] = raw_postgres(fresh(), n)
@@ -176,6 +242,8 @@ def run_engine(engine: str, quick: bool, url: str) -> dict[str, Any]:
             r["gather_wide_1_worker_s"] = with_worker_processes(fresh(), wide, 1, mem)
             r["gather_wide_2_workers_s"] = with_worker_processes(fresh(), wide, 2)
             r["wake_up_s"] = wake_up_latency(fresh(), 5 if quick else 20)
+            r["message_wake_up_s"] = message_wake_latency(fresh(), 5 if quick else 20)
+            r["send_s"], r["take_s"] = messages_in_order(fresh(), n * 10)
             r["dbos_steps_s"] = dbos("steps", n, fresh())
             r["dbos_workflows_s"] = dbos("workflows", n, fresh())
             r["dbos_fanout_n_s"] = dbos("fanout", n, fresh())
@@ -196,6 +264,8 @@ def table(r: dict[str, Any]) -> list[str]:
         (f"gather of {wide:,}, 2 worker processes", r["gather_wide_2_workers_s"], wide),
     ]
     for key, label, count in [
+        ("send_s", f"{n * 10:,} messages sent to one run", n * 10),
+        ("take_s", f"{n * 10:,} messages taken by it, in order", n * 10),
         (
             "one_step_zero_setup_s",
             f"{n // 5:,} one-step workflows (await wf.run: a client per call)",
@@ -229,12 +299,25 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         statistics.median(wake),
         max(wake) if len(wake) < 20 else sorted(wake)[18],
     )
+    message_wake = r["message_wake_up_s"]
+    take_ratio = (r["raw_commit_s"] / n) / (r["take_s"] / (n * 10))
     out: list[tuple[str, str, bool | None]] = [
         ("inline step ≤ 1.3x one raw INSERT+COMMIT", f"{step_ratio:.2f}x", step_ratio <= 1.3),
         (
             "parent wake-up ≤ 50 ms after the last child's commit",
             f"median {wake_median * 1000:.1f} ms, p95 {wake_p95 * 1000:.1f} ms",
             wake_median <= 0.05 if r["engine"] == "postgres" else None,
+        ),
+        (
+            "a receiving workflow runs ≤ 20 ms (median) after a send",
+            f"median {statistics.median(message_wake) * 1000:.1f} ms, "
+            f"max {max(message_wake) * 1000:.1f} ms",
+            statistics.median(message_wake) <= 0.02 if r["engine"] == "postgres" else None,
+        ),
+        (
+            f"{n * 10:,} messages taken in order at ≥ 50% of the raw commit rate",
+            f"{take_ratio:.0%}",
+            take_ratio >= 0.5 if n * 10 >= 10_000 else None,
         ),
     ]
     if "rss_growth_mb" in r:

@@ -13,7 +13,7 @@ Examples:
     999000
 """
 
-import contextlib
+import contextlib as _contextlib
 
 from ._client import Client as Client
 from ._client import RunHandle as RunHandle
@@ -34,6 +34,9 @@ from ._decorators import workflow as workflow
 from ._gather import gather_durable as gather_durable
 from ._gather import schedule as schedule
 from ._gather import wait_all as wait_all
+from ._messages import recv as recv
+from ._messages import send as send
+from ._messages import set_event as set_event
 from ._registry import Registry as Registry
 from ._runner import run as run
 from ._types import Status as Status
@@ -43,6 +46,7 @@ from .errors import NonDeterminismError as NonDeterminismError
 from .errors import NotAWorkflowError as NotAWorkflowError
 from .errors import RegistrationError as RegistrationError
 from .errors import RunCancelledError as RunCancelledError
+from .errors import RunEndedError as RunEndedError
 from .errors import RunNotFoundError as RunNotFoundError
 from .errors import SchemaVersionError as SchemaVersionError
 from .errors import SerializationError as SerializationError
@@ -65,6 +69,7 @@ __all__ = [
     "RegistrationError",
     "Registry",
     "RunCancelledError",
+    "RunEndedError",
     "RunHandle",
     "RunNotFoundError",
     "RunOptions",
@@ -88,8 +93,11 @@ __all__ = [
     "gather_durable",
     "now",
     "random",
+    "recv",
     "run",
     "schedule",
+    "send",
+    "set_event",
     "sleep",
     "step",
     "uuid4",
@@ -102,6 +110,6 @@ __version__ = "0.1.0"
 for _name in __all__:
     _obj = globals()[_name]
     if getattr(_obj, "__module__", "flowz").startswith("flowz._"):
-        with contextlib.suppress(AttributeError, TypeError):  # objects without __module__
+        with _contextlib.suppress(AttributeError, TypeError):  # objects without __module__
             _obj.__module__ = "flowz"
-del _name, _obj
+del _name, _obj, _contextlib

@@ -25,7 +25,7 @@ from ._context import DurableFunction, check_run_arguments, check_workflow
 from ._events import EventBus
 from ._progress_model import ProgressModel
 from ._registry import Definition, Registry
-from ._serde import abbreviated, error_line, load_error
+from ._serde import abbreviated, error_line, json_value, load_error
 from ._types import Kind, Status
 from ._waiting import why_waiting
 from ._worker import Worker
@@ -165,6 +165,22 @@ class Client:
                 raise
         row = await self._work_on(wf, row)
         return cast(R, _outcome(row, wf.definition))
+
+    async def send(
+        self, run_id: str, topic: str, value: Any, *, idempotency_key: str | None = None
+    ) -> None:
+        """Send a message to a running workflow: its `flowz.recv(topic)` gets it, in order.
+
+        A message sent before the workflow reaches `recv` is kept until it does. The
+        same `idempotency_key` twice stores one message (a webhook delivered twice).
+        Raises RunNotFoundError for an unknown run, RunEndedError for one that has
+        ended, SerializationError for a value JSON cannot store.
+
+        Examples:
+            >>> await client.send("order-7", "approval", {"approved": True})
+        """
+        payload = json_value(value, f"the message on {topic!r}")
+        await self.store.send_message(run_id, topic, payload, idempotency_key)
 
     @overload
     def handle(self, run_id: str) -> RunHandle[Any]: ...
@@ -381,6 +397,44 @@ class RunHandle(Generic[R]):
                 lease_seconds=settings.lease_seconds,
             )
         return cast(R, _outcome(row, self._definition))
+
+    async def send(self, topic: str, value: Any, *, idempotency_key: str | None = None) -> None:
+        """Send a message to this run (see `Client.send`).
+
+        Examples:
+            >>> await handle.send("approval", {"approved": True})
+        """
+        payload = json_value(value, f"the message on {topic!r}")
+        async with self._store() as store:
+            await store.send_message(self.id, topic, payload, idempotency_key)
+
+    async def events(self) -> dict[str, Any]:
+        """The latest value of each event the run has set with `flowz.set_event`."""
+        async with self._store() as store:
+            return await store.get_events(self.id)
+
+    async def get_event(self, name: str, *, timeout: float | None = None) -> Any:
+        """The latest value of the run's event `name`; waits for its first value.
+
+        Returns None if `timeout` seconds pass first, or if the run ends without it.
+
+        Examples:
+            >>> progress = await handle.get_event("progress", timeout=5)
+        """
+        deadline = math.inf if timeout is None else time.monotonic() + timeout
+        async with self._store() as store:
+            while True:
+                mark = store.change_mark()
+                events = await store.get_events(self.id)
+                if name in events:
+                    return events[name]
+                if Status((await self._row(store)).status).is_terminal:
+                    return None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                poll = self._client.settings.poll_seconds
+                await store.wait_for_change(min(poll, remaining), mark)
 
     async def cancel(self) -> int:
         """Cancel the run and its unfinished subtree; returns how many executions stopped.

@@ -23,7 +23,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, cast, final
 import anyio
 
 from ._registry import Definition, Registry
-from ._types import EntryKind, Kind
+from ._types import JSON, EntryKind, Kind
 from .errors import NotAWorkflowError, UsageError
 
 __all__ = [
@@ -96,6 +96,18 @@ class ExecutionContext(ABC):
     @abstractmethod
     async def sleep(self, seconds: float) -> None:
         """Suspend the workflow for `seconds`, durably."""
+
+    @abstractmethod
+    async def recv(self, topic: str, timeout: float | None) -> JSON:
+        """The next message on `topic` for this execution; None after `timeout` seconds."""
+
+    @abstractmethod
+    async def set_event(self, name: str, value: JSON) -> None:
+        """Publish the latest value of the execution's event `name`, journaled."""
+
+    @abstractmethod
+    async def send(self, run_id: str, topic: str, value: JSON, idempotency_key: str | None) -> None:
+        """Send a message to a workflow execution, journaled: a replay does not send again."""
 
 
 P = ParamSpec("P")

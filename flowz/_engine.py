@@ -19,6 +19,7 @@ from ._events import (
     ChildFinished,
     ChildrenScheduled,
     EventBus,
+    EventSet,
     RunFinished,
     RunResumed,
     RunStarted,
@@ -29,10 +30,11 @@ from ._events import (
 )
 from ._registry import Definition, StepOptions, same_function
 from ._serde import dump_error, load_error
-from ._types import EntryKind, Kind, Status, json_number, json_object
+from ._types import JSON, EntryKind, Kind, Status, json_number, json_object
 from .errors import (
     NonDeterminismError,
     RunCancelledError,
+    RunNotFoundError,
     StepTimeoutError,
     StoreError,
     UnknownWorkflowError,
@@ -77,6 +79,8 @@ def _escapes_the_body(
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await method(*args, **kwargs)
+        except RunNotFoundError:
+            raise  # a message to a run that is not there: the workflow's to handle
         except StoreError as exc:
             raise _StoreFailed(exc) from exc
 
@@ -366,6 +370,57 @@ class _Attempt(ExecutionContext):
             ),
         )
         return value
+
+    @_escapes_the_body
+    async def recv(self, topic: str, timeout: float | None) -> JSON:
+        position = self._next()
+        entry = self._replayed(position, topic, EntryKind.RECV)
+        if entry is not None and entry.status == "succeeded":
+            return entry.output
+        if entry is not None:  # woken from a wait: by a message, or by its deadline
+            recorded = json_object(entry.output).get("deadline")
+            deadline = None if recorded is None else json_number(recorded)
+        else:
+            deadline = None if timeout is None else self.now() + timeout
+        await self.flush()
+        taken, value = await self.store.receive(self.fence, position, topic, deadline)
+        if taken:
+            return value
+        local_now = time.time()  # observers draw with this process's clock
+        until = None if deadline is None else local_now + deadline - self.now()
+        self.bus.publish(RunSuspended(self.row.id, "message", until, local_now, topic=topic))
+        raise _Suspend
+
+    @_escapes_the_body
+    async def set_event(self, name: str, value: JSON) -> None:
+        position = self._next()
+        if self._replayed(position, name, EntryKind.EVENT) is not None:
+            return
+        await self.flush()
+        now = self.now()
+        entry = JournalEntry(
+            position, EntryKind.EVENT, name, "succeeded", output=value, started_at=now,
+            finished_at=now,
+        )  # fmt: skip
+        await self.store.set_event(self.fence, entry, name, value)
+        self.bus.publish(EventSet(self.row.id, name, value, time.time()))
+
+    @_escapes_the_body
+    async def send(self, run_id: str, topic: str, value: JSON, idempotency_key: str | None) -> None:
+        position = self._next()
+        if self._replayed(position, topic, EntryKind.SEND) is not None:
+            return
+        await self.flush()
+        # A replay after a crash between the send and its entry sends again: the key
+        # of this position makes that the same message.
+        key = idempotency_key or f"flowz:{self.row.id}:{position}"
+        await self.store.send_message(run_id, topic, value, key)
+        now = self.now()
+        entry = JournalEntry(
+            position, EntryKind.SEND, topic, "succeeded", output={"run_id": run_id},
+            started_at=now, finished_at=now,
+        )  # fmt: skip
+        await self._append(entry)
 
     async def sleep(self, seconds: float) -> None:
         position = self._next()

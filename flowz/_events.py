@@ -11,11 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+from ._types import JSON
+
 __all__ = [
     "ChildFinished",
     "ChildrenScheduled",
     "Event",
     "EventBus",
+    "EventSet",
     "RunFinished",
     "RunResumed",
     "RunStarted",
@@ -52,9 +55,10 @@ class RunSuspended:
     """A workflow execution released its worker: waiting for children or until a time."""
 
     execution_id: str
-    reason: str  #: "children", "sleep" or "retry"
+    reason: str  #: "children", "sleep", "retry" or "message"
     until: float | None
     at: float
+    topic: str | None = None  #: what a "message" wait waits for
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,16 @@ class RunFinished:
     execution_id: str
     ok: bool
     error: str | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class EventSet:
+    """A workflow execution set the value of one of its events (`flowz.set_event`)."""
+
+    execution_id: str
+    name: str
+    value: JSON
     at: float
 
 
@@ -138,6 +152,7 @@ Event: TypeAlias = (
     | StepRetried
     | ChildrenScheduled
     | ChildFinished
+    | EventSet
 )
 
 

@@ -8,6 +8,7 @@ from ._events import (
     ChildFinished,
     ChildrenScheduled,
     Event,
+    EventSet,
     RunFinished,
     RunResumed,
     RunStarted,
@@ -87,6 +88,7 @@ class RunNode:
     finished: float | None = None
     error: str | None = None  #: `Type: message`
     error_record: JSON = None  #: as stored, when read from the database
+    waiting_for: str | None = None  #: the topic of the message it waits for
     sleeping_until: float | None = None
     items: dict[int, StepLine | GatherLine] = field(default_factory=dict)
 
@@ -114,6 +116,8 @@ class ProgressModel:
         self.runs: dict[str, RunNode] = {}
         #: Failed executions below the root, oldest first (known once loaded from the store).
         self.failures: list[Failure] = []
+        #: The watched run's events (`flowz.set_event`), latest values.
+        self.events: dict[str, JSON] = {}
 
     @property
     def root(self) -> RunNode | None:
@@ -127,6 +131,10 @@ class ProgressModel:
         """Update the tree with one event (events of other runs are ignored)."""
         if isinstance(event, ChildFinished):
             self._child_finished(event)
+            return
+        if isinstance(event, EventSet):
+            if event.execution_id == self.root_id:
+                self.events[event.name] = event.value
             return
         execution_id = str(getattr(event, "execution_id", None) or getattr(event, "parent_id", ""))
         if not self._in_tree(execution_id):
@@ -147,10 +155,10 @@ class ProgressModel:
                 return
             node = self.runs[execution_id] = RunNode(execution_id, event.name, "running", event.at)
         if isinstance(event, RunResumed):
-            node.status, node.sleeping_until = "running", None
+            node.status, node.sleeping_until, node.waiting_for = "running", None, None
         elif isinstance(event, RunSuspended):
-            node.status = "waiting" if event.reason == "children" else "sleeping"
-            node.sleeping_until = event.until
+            node.status = "waiting" if event.reason in ("children", "message") else "sleeping"
+            node.sleeping_until, node.waiting_for = event.until, event.topic
         elif isinstance(event, RunFinished):
             node.status = "succeeded" if event.ok else "failed"
             node.finished, node.error = event.at, event.error
@@ -264,7 +272,9 @@ class ProgressModel:
         """The run's tree as the database holds it now (one read per workflow's journal)."""
         rows = await store.list_executions(root_id)
         journals = {r.id: await store.read_journal(r.id) for r in rows if r.kind == "workflow"}
-        return cls.from_rows(root_id, rows, journals)
+        model = cls.from_rows(root_id, rows, journals)
+        model.events = await store.get_events(root_id) if rows else {}
+        return model
 
     @classmethod
     def from_rows(
@@ -291,6 +301,11 @@ class ProgressModel:
                     children = by_parent.get((row.id, position), [])
                     node.items[position] = _gather_from_rows(entry, children)
                 elif entry.kind == "sleep":
+                    continue
+                elif entry.kind == "recv" and entry.status == "waiting":
+                    if row.status in ("waiting", "pending"):  # not yet woken and running
+                        node.waiting_for, node.status = entry.name, "waiting"
+                elif entry.kind in ("recv", "send", "event"):
                     continue
                 else:
                     status = "retrying" if entry.status == "retrying" else entry.status

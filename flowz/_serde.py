@@ -28,6 +28,7 @@ __all__ = [
     "error_fields",
     "error_line",
     "iso_time",
+    "json_value",
     "load_error",
     "loads",
 ]
@@ -36,6 +37,19 @@ __all__ = [
 def dumps(value: JSON) -> str:
     """JSON text of an already JSON-compatible value (compact, stable)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def json_value(value: Any, what: str) -> JSON:
+    """`value` itself if JSON can store it as it is; else a SerializationError naming its type."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(
+            f"{what} of type {type(value).__name__} cannot be stored as JSON ({exc}): use "
+            "dicts, lists, strings, numbers, booleans or None (for a pydantic model, "
+            "model.model_dump(mode='json'))"
+        ) from exc
+    return cast(JSON, value)
 
 
 def abbreviated(value: JSON, limit: int = 60) -> str:

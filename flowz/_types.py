@@ -52,6 +52,9 @@ class EntryKind(StrEnum):
     NOW = "now"
     UUID = "uuid"
     RANDOM = "random"
+    RECV = "recv"  #: a message taken (or a timeout); status "waiting" while suspended on it
+    SEND = "send"
+    EVENT = "event"
 
 
 def json_object(value: JSON) -> dict[str, JSON]:

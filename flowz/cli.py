@@ -22,7 +22,7 @@ from ._config import Settings, redacted_url
 from ._decorators import WorkflowFunction
 from ._progress_model import ProgressModel
 from ._registry import Registry, default_registry
-from ._serde import error_fields, error_line, iso_time
+from ._serde import error_fields, error_line, iso_time, json_value
 from ._types import Status
 from ._waiting import why_waiting
 from ._worker import serve
@@ -162,23 +162,25 @@ def load_workflow(target: str) -> WorkflowFunction[Any, Any]:
     return obj
 
 
+def _json_argument(raw: str, option: str) -> Any:
+    """The JSON of an option's value, or of the file it names with @."""
+    text = raw
+    if raw.startswith("@"):
+        try:
+            text = Path(raw[1:]).read_text()
+        except OSError as exc:
+            raise UsageError(f"{option} {raw}: cannot read the file: {exc.strerror}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{option} is not valid JSON: {exc}") from exc
+
+
 def parse_input(
     raw: str | None, wf: WorkflowFunction[Any, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """--input JSON (or @file.json): a list is positional, an object keyword arguments."""
-    if raw is None:
-        value: Any = []
-    else:
-        text = raw
-        if raw.startswith("@"):
-            try:
-                text = Path(raw[1:]).read_text()
-            except OSError as exc:
-                raise UsageError(f"--input {raw}: cannot read the file: {exc.strerror}") from exc
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"--input is not valid JSON: {exc}") from exc
+    value: Any = [] if raw is None else _json_argument(raw, "--input")
     if isinstance(value, list):
         args, kwargs = tuple(value), {}
     elif isinstance(value, dict):
@@ -348,10 +350,17 @@ async def _run_row(store: Store, run_id: str) -> ExecutionRow:
 async def _row_and_reason(
     store: Store, run_id: str, lease_seconds: float
 ) -> tuple[ExecutionRow, str | None]:
-    """The run, and why it waits if no worker started it yet."""
+    """The run, and why it waits: for a worker to start it, or for a message."""
     row = await _run_row(store, run_id)
-    if row.status != Status.PENDING or row.started_at is not None:
+    if row.status not in (Status.PENDING, Status.WAITING):
         return row, None
+    if row.started_at is not None:
+        journal = await store.read_journal(run_id)
+        last = journal[max(journal)] if journal else None
+        if last is None or last.kind != "recv" or last.status != "waiting":
+            return row, None
+        until = "" if row.status == Status.WAITING else f" until {iso_time(row.run_at)}"
+        return row, f"waiting for a message on {last.name!r}{until}: flowz send {run_id} ..."
     return row, await why_waiting(store, row, lease_seconds) or "waiting for a free worker"
 
 
@@ -374,7 +383,7 @@ def status(run_id: RunId, db: DbOption = None, as_json: JsonOption = False) -> N
         elif row.error:
             line += f"  error: {error_line(row.error)}"[:300]
         elif reason is not None:
-            line += f"  (queued: {reason})"
+            line += f"  ({reason})" if row.started_at else f"  (queued: {reason})"
         typer.echo(line)
     if row.status != Status.SUCCEEDED:
         raise typer.Exit(1 if row.status in _ENDED else 2)
@@ -448,6 +457,48 @@ def watch(run_id: RunId, db: DbOption = None) -> None:
                 live.update(model, reason)
 
     _with_store(settings, follow)
+
+
+@app.command()
+def send(
+    run_id: RunId,
+    topic: Annotated[str, typer.Argument(help="The topic the workflow receives on.")],
+    value: Annotated[
+        str, typer.Option("--value", help="The message, as JSON; @file.json reads a file.")
+    ] = "null",
+    key: Annotated[
+        str | None,
+        typer.Option("--key", help="Idempotency key: the same key twice stores one message."),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Send a message to a running workflow (its `flowz.recv(TOPIC)` gets it).
+
+    Example: flowz send order-7 approval --value '{"approved": true}'
+    """
+    message = _json_argument(value, "--value")
+
+    async def deliver(store: Store) -> None:
+        await store.send_message(run_id, topic, json_value(message, "--value"), key)
+
+    _with_store(_settings(db), deliver)
+    typer.echo(f"{run_id}: sent on {topic!r}")
+
+
+@app.command()
+def events(run_id: RunId, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Print the latest value of each event the run has set (`flowz.set_event`)."""
+
+    async def read(store: Store) -> dict[str, Any]:
+        await _run_row(store, run_id)
+        return await store.get_events(run_id)
+
+    found = _with_store(_settings(db), read)
+    if as_json:
+        _echo_json(found)
+        return
+    for name, value in found.items():
+        typer.echo(f"{name}\t{json.dumps(value, ensure_ascii=False)}")
 
 
 @app.command()

@@ -158,3 +158,7 @@ class SchemaVersionError(StoreError):
 
 class RunNotFoundError(StoreError, LookupError):
     """No run with this id exists in the database."""
+
+
+class RunEndedError(UsageError):
+    """The run has ended: a message sent to it would never be read."""

@@ -145,7 +145,12 @@ def _add_run(tree: Tree, model: ProgressModel, node: RunNode, now: float) -> Non
             _add_run(branch.add(_run_label(child, now, model.root_id)), model, child, now)
         if len(shown) > _MAX_CHILD_RUNS:
             branch.add(f"[dim]… {len(shown) - _MAX_CHILD_RUNS} more[/]")
-    if node.status == "sleeping" and node.sleeping_until:
+    if node.waiting_for is not None and node.status == "waiting":
+        until = ""
+        if node.sleeping_until:
+            until = " until " + datetime.fromtimestamp(node.sleeping_until).strftime("%H:%M:%S")
+        tree.add(Text(f"⏸ waiting for a message on {node.waiting_for!r}{until}", style="blue"))
+    elif node.status == "sleeping" and node.sleeping_until:
         wake = datetime.fromtimestamp(node.sleeping_until).strftime("%H:%M:%S")
         tree.add(Text.from_markup(f"[blue]⏾ sleeping until {wake}[/]"))
 
@@ -167,6 +172,11 @@ def render_tree(model: ProgressModel, now: float | None = None) -> RenderableTyp
         return Text(f"waiting for run {model.root_id} to start…", style="dim")
     tree = Tree(_run_label(root, now))
     _add_run(tree, model, root, now)
+    if model.events:
+        shown = ", ".join(
+            f"{name}={abbreviated(value, 40)}" for name, value in model.events.items()
+        )
+        tree.add(Text(f"events: {shown}", style="dim"))
     return tree
 
 

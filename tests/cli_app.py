@@ -7,6 +7,7 @@ from pathlib import Path
 
 import anyio
 
+import flowz
 from flowz import gather_durable, step, workflow
 
 
@@ -59,6 +60,14 @@ async def odd_only(x: int) -> int:
 async def odds(n: int) -> int:
     results = await gather_durable(*(odd_only(i) for i in range(n)), return_exceptions=True)
     return sum(r for r in results if isinstance(r, int))
+
+
+@workflow
+async def approval(order: str) -> str:
+    await flowz.set_event("status", f"{order}: waiting")
+    decision = await flowz.recv("decision")
+    again = await flowz.recv("decision", timeout=0)  # a duplicate delivery would be here
+    return f"{order}: {decision['verdict']}, then {again}"
 
 
 not_a_workflow = 42

@@ -77,6 +77,20 @@ async def sleepy(x: int) -> int:
     return await two(start)
 
 
+@step
+async def handle(item: int) -> int:
+    mark(f"item-{item}-start")
+    if item == 1:
+        await hang_if("item")
+    mark(f"item-{item}-end")
+    return item
+
+
+@workflow
+async def inbox(n: int) -> list[int]:
+    return [await handle(await flowz.recv("item")) for _ in range(n)]
+
+
 if __name__ == "__main__":
-    chosen = {"three_steps": three_steps, "fan": fan, "sleepy": sleepy}[sys.argv[1]]
+    chosen = {"three_steps": three_steps, "fan": fan, "sleepy": sleepy, "inbox": inbox}[sys.argv[1]]
     print(flowz.run(chosen.options(id=sys.argv[3]), int(sys.argv[2])))

@@ -25,7 +25,7 @@ ORDER = [
     # the call protocol, then the engine
     "_registry", "_context", "_gather", "_engine",
     # runtime
-    "_waiting", "_worker", "_client", "_runner",
+    "_waiting", "_worker", "_client", "_messages", "_runner",
     # face
     "_decorators", "testing", "cli", "__main__",
 ]  # fmt: skip

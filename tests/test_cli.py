@@ -182,7 +182,7 @@ def test_the_real_command_line(cli_env: dict[str, str]) -> None:
         (["list"], "sub"),
         (["show", "sub"], "5/5"),
         (["watch", "sub"], "succeeded"),
-        (["db", "upgrade"], "schema at v3"),
+        (["db", "upgrade"], f"schema at v{SCHEMA_VERSION}"),
     ]:
         done = flowz(env, *args)
         assert done.returncode == 0 and expected in done.stdout, (args, done.stderr)
@@ -260,7 +260,7 @@ def test_one_name_however_the_module_is_named_and_status_says_who_could_run_it(
     workers = [start_worker(env, "tests.cli_app")]
     try:
         out = status_until(env, "nm", "no live worker knows quickstart:fan; live workers know:")
-        assert "tests.cli_app:squares" in out
+        assert "tests.cli_app:approval" in out
         workers.append(start_worker(env, "examples.quickstart", "--queue", "other"))
         status_until(env, "nm", "no live worker that knows quickstart:fan takes queue 'default'")
         workers.append(start_worker(env, "examples.quickstart"))
@@ -270,6 +270,27 @@ def test_one_name_however_the_module_is_named_and_status_says_who_could_run_it(
             worker.send_signal(signal.SIGTERM)
         for worker in workers:
             assert worker.wait(timeout=30) == 0
+
+
+def test_send_a_message_and_read_events_from_the_command_line(cli_env: dict[str, str]) -> None:
+    code, out, _ = invoke("start", "tests.cli_app:approval", "--input", '["o-7"]', "--id", "ap")
+    for _ in range(2):  # delivered twice, stored once
+        code, out, _ = invoke(
+            "send", "ap", "decision", "--value", '{"verdict": "yes"}', "--key", "k1"
+        )
+        assert code == 0 and out.strip() == "ap: sent on 'decision'"
+    code, out, _ = invoke("run", "tests.cli_app:approval", "--input", '["o-7"]', "--id", "ap")
+    assert code == 0 and out.strip() == '"o-7: yes, then None"'
+    code, out, _ = invoke("events", "ap")
+    assert out.strip() == 'status\t"o-7: waiting"'
+    code, out, _ = invoke("events", "ap", "--json")
+    assert json.loads(out) == {"status": "o-7: waiting"}
+    code, _, error = invoke("send", "ap", "decision", "--value", "1")
+    assert code == 1 and "'ap' has succeeded: a message sent to it would never be read" in str(
+        error
+    )
+    code, _, error = invoke("send", "ap", "decision", "--value", "{bad")
+    assert code == 1 and "--value is not valid JSON" in str(error)
 
 
 def test_json_output_for_scripts(cli_env: dict[str, str]) -> None:

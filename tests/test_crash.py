@@ -121,6 +121,26 @@ def test_a_durable_sleep_survives_a_killed_process(tmp_path: Path) -> None:
     assert calls(tmp_path) == ["one", "two"]
 
 
+def test_messages_are_taken_once_each_in_order_across_a_killed_process(tmp_path: Path) -> None:
+    import anyio
+
+    import flowz
+    from tests.crash_app import inbox
+
+    async def start_and_send() -> None:
+        async with flowz.Client(f"sqlite:///{tmp_path / 'crash.db'}") as client:
+            handle = await client.start(inbox.options(id="in-1"), 3)
+            for item in range(3):  # all before the workflow runs: kept for it
+                await handle.send("item", item)
+
+    anyio.run(start_and_send)
+    kill_when_ready(launch(tmp_path, ["inbox", "3", "in-1"], hang_in="item"), tmp_path)
+    assert calls(tmp_path) == ["item-0-start", "item-0-end", "item-1-start"]
+    assert finish(launch(tmp_path, ["inbox", "3", "in-1"])) == "[0, 1, 2]"
+    # Message 1 was taken before the crash: the replay gets it again from the journal.
+    assert calls(tmp_path)[3:] == ["item-1-start", "item-1-end", "item-2-start", "item-2-end"]
+
+
 def test_sigint_stops_the_process_and_gives_its_work_back(tmp_path: Path) -> None:
     proc = launch(tmp_path, ["three_steps", "1", "int-1"], hang_in="three")
     deadline = time.monotonic() + 30

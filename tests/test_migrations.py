@@ -51,19 +51,23 @@ def flowz_command(url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def index_names(store: Store) -> set[str]:
-    """The flowz indexes, and the columns of flowz_workers (`column:NAME`)."""
+    """The flowz indexes, and the columns of the tables later versions added (`table.column`)."""
     from flowz.store import PostgresStore, SqliteStore
 
+    tables = ("flowz_workers", "flowz_messages", "flowz_events")
     if isinstance(store, SqliteStore):
         rows = store._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
-        columns = store._db.execute("SELECT name FROM pragma_table_info('flowz_workers')")
-        return {r[0] for r in rows if r[0].startswith("ix_")} | {f"column:{c[0]}" for c in columns}
+        found = {r[0] for r in rows if r[0].startswith(("ix_", "ux_"))}
+        for table in tables:
+            columns = store._db.execute(f"SELECT name FROM pragma_table_info('{table}')")
+            found |= {f"{table}.{c[0]}" for c in columns}
+        return found
     assert isinstance(store, PostgresStore)
     rows = await store.db.select(
-        "SELECT indexname FROM pg_indexes WHERE indexname LIKE 'ix_%%' UNION ALL "
-        "SELECT 'column:' || column_name FROM information_schema.columns "
-        "WHERE table_name = 'flowz_workers'",
-        (),
+        "SELECT indexname FROM pg_indexes WHERE indexname LIKE 'ix_%%' OR indexname LIKE 'ux_%%' "
+        "UNION ALL SELECT table_name || '.' || column_name FROM information_schema.columns "
+        "WHERE table_name = ANY(%s)",
+        (list(tables),),
     )
     return {r[0] for r in rows}
 
@@ -80,13 +84,13 @@ def test_a_v1_database_is_upgraded_in_place_and_its_run_finishes(
         "run `flowz db upgrade` (with the same FLOWZ_DATABASE_URL)"
     )
     assert len(refused.stderr.strip().splitlines()) == 1
-    assert "needs v3" in flowz_command(v1_database, "status", "v1-run").stderr
+    assert "needs v4" in flowz_command(v1_database, "status", "v1-run").stderr
 
     async def client_open() -> None:
         async with flowz.Client(v1_database):
             pass
 
-    with pytest.raises(flowz.SchemaVersionError, match="has schema v1 and this flowz needs v3"):
+    with pytest.raises(flowz.SchemaVersionError, match="has schema v1 and this flowz needs v4"):
         anyio.run(client_open)
 
     upgraded = flowz_command(v1_database, "db", "upgrade")
@@ -94,10 +98,11 @@ def test_a_v1_database_is_upgraded_in_place_and_its_run_finishes(
     assert upgraded.stdout.splitlines() == [
         "v2: index ix_flowz_executions_runs: list top-level runs newest first without a scan",
         "v3: flowz_workers.queue and .names: say which worker could take a waiting run",
-        "schema at v3",
+        "v4: flowz_messages and flowz_events: messages to running workflows, and their events",
+        "schema at v4",
     ]
     again = flowz_command(v1_database, "db", "upgrade")
-    assert again.stdout.strip() == "schema at v3: nothing to do"
+    assert again.stdout.strip() == "schema at v4: nothing to do"
 
     async def finish_the_old_run() -> tuple[list[int], set[str], set[str]]:
         async with flowz.Client(v1_database) as client:
@@ -113,4 +118,8 @@ def test_a_v1_database_is_upgraded_in_place_and_its_run_finishes(
     result, upgraded_indexes, fresh_indexes = anyio.run(finish_the_old_run)
     assert result == [0, 1, 4, 9, 16]  # the pending run of the old database, run to the end
     assert upgraded_indexes == fresh_indexes  # an upgraded database is a new one
-    assert {"column:queue", "column:names"} <= upgraded_indexes
+    assert {
+        "flowz_workers.queue",
+        "flowz_messages.seq",
+        "ux_flowz_messages_key",
+    } <= upgraded_indexes

@@ -9,7 +9,7 @@ import pytest
 
 import flowz
 import flowz.store
-from flowz.errors import RunNotFoundError, SchemaVersionError
+from flowz.errors import RunEndedError, RunNotFoundError, SchemaVersionError
 from flowz.store import Store, open_store, upgrade_schema
 from flowz.store._protocol import ExecutionRow, Fence, JournalEntry, LeaseLost, NewExecution
 
@@ -113,7 +113,7 @@ def settings_of(store: Store) -> flowz.Settings:
 
 async def test_a_newer_schema_is_refused_by_migrate_and_by_open(store: Store) -> None:
     await execute_sql(store, "INSERT INTO flowz_schema (version) VALUES (99)")
-    with pytest.raises(SchemaVersionError, match=r"v99, newer than the v3 .* upgrade flowz"):
+    with pytest.raises(SchemaVersionError, match=r"v99, newer than the v4 .* upgrade flowz"):
         await store.migrate()
     flowz.store._current.clear()  # as a new process would look
     with pytest.raises(SchemaVersionError, match="v99, newer"):
@@ -126,17 +126,20 @@ async def test_an_older_schema_is_refused_until_flowz_db_upgrade(store: Store) -
     await execute_sql(store, "DROP INDEX ix_flowz_executions_runs")
     for column in ("queue", "names"):
         await execute_sql(store, f"ALTER TABLE flowz_workers DROP COLUMN {column}")
+    for table in ("flowz_messages", "flowz_events"):
+        await execute_sql(store, f"DROP TABLE {table}")
     flowz.store._current.clear()
-    with pytest.raises(SchemaVersionError, match=r"v1 and this flowz needs v3: run `flowz db up"):
+    with pytest.raises(SchemaVersionError, match=r"v1 and this flowz needs v4: run `flowz db up"):
         await open_store(settings_of(store))
     assert await upgrade_schema(settings_of(store)) == [
         "v2: index ix_flowz_executions_runs: list top-level runs newest first without a scan",
         "v3: flowz_workers.queue and .names: say which worker could take a waiting run",
+        "v4: flowz_messages and flowz_events: messages to running workflows, and their events",
     ]
     assert await upgrade_schema(settings_of(store)) == []  # nothing left to do
     reopened = await open_store(settings_of(store))
     try:
-        assert await reopened.schema_version() == 3
+        assert await reopened.schema_version() == 4
         assert await reopened.get_execution("r1") is not None  # nothing stored was lost
     finally:
         await reopened.aclose()
@@ -490,3 +493,76 @@ async def test_a_claim_carries_the_databases_clock(store: Store) -> None:
     # This test's database runs on this host: its clock and ours agree.
     assert abs(claim.now() - time.time()) < 5
     assert claim.now() >= claim.db_now
+
+
+async def test_messages_are_kept_until_received_in_order_once_each(store: Store) -> None:
+    await store.create_run(run_factory())
+    for value in ("a", "b"):  # sent before the workflow ever runs: kept
+        assert await store.send_message("r1", "t", value, None)
+    assert await store.send_message("r1", "t", "c", "key-1")
+    assert not await store.send_message("r1", "t", "c again", "key-1"), "same key: one message"
+    await store.send_message("r1", "other", "x", None)
+    fence = await claim_one(store, names=["wf"])
+    taken = [await store.receive(fence, position, "t", None) for position in range(3)]
+    assert taken == [(True, "a"), (True, "b"), (True, "c")]
+    # Asked again at a position already taken (a retried transaction): the same message.
+    assert await store.receive(fence, 1, "t", None) == (True, "b")
+    journal = await store.read_journal("r1")
+    assert [(e.kind, e.name, e.output) for e in journal.values()] == [
+        ("recv", "t", "a"),
+        ("recv", "t", "b"),
+        ("recv", "t", "c"),
+    ]
+
+
+async def test_a_receive_with_nothing_suspends_and_a_send_wakes_it(store: Store) -> None:
+    await store.create_run(run_factory())
+    fence = await claim_one(store, names=["wf"])
+    assert await store.receive(fence, 0, "t", None) == (False, None)
+    row = await store.get_execution("r1")
+    assert row is not None and row.status == "waiting" and row.lease_owner is None
+    await store.send_message("r1", "other topic", 1, None)
+    assert (await store.get_execution("r1")).status == "waiting"  # type: ignore[union-attr]
+    await store.send_message("r1", "t", {"ok": True}, None)
+    assert (await store.get_execution("r1")).status == "pending"  # type: ignore[union-attr]
+    fence = await claim_one(store, names=["wf"])
+    assert await store.receive(fence, 0, "t", None) == (True, {"ok": True})
+
+
+async def test_a_receive_with_a_deadline_sleeps_until_it_then_times_out(store: Store) -> None:
+    await store.create_run(run_factory())
+    fence = await claim_one(store, names=["wf"])
+    deadline = time.time() + 3600
+    assert await store.receive(fence, 0, "t", deadline) == (False, None)
+    row = await store.get_execution("r1")
+    assert row is not None and row.status == "pending" and row.run_at == deadline
+    await store.send_message("r1", "t", "early enough", None)
+    row = await store.get_execution("r1")
+    assert row is not None and row.run_at <= time.time() + 1, "the send made it due now"
+    fence = await claim_one(store, names=["wf"])
+    assert await store.receive(fence, 0, "t", deadline) == (True, "early enough")
+    assert await store.receive(fence, 1, "t", time.time() - 1) == (True, None), "past: timeout"
+    assert (await store.read_journal("r1"))[1].status == "succeeded"
+
+
+async def test_messages_to_what_cannot_read_them_are_refused(store: Store) -> None:
+    with pytest.raises(RunNotFoundError, match="no workflow run with id 'nope'"):
+        await store.send_message("nope", "t", 1, None)
+    fence = await suspended_parent(store, 1)
+    del fence
+    with pytest.raises(RunNotFoundError, match="no workflow run"):  # a step child
+        await store.send_message("r1/0/0", "t", 1, None)
+    await store.cancel_run("r1")
+    with pytest.raises(RunEndedError, match="run 'r1' has been cancelled: a message sent"):
+        await store.send_message("r1", "t", 1, None)
+
+
+async def test_events_keep_the_latest_value_and_are_journaled(store: Store) -> None:
+    await store.create_run(run_factory())
+    fence = await claim_one(store, names=["wf"])
+    for position, value in enumerate([1, {"done": 2}]):
+        entry = JournalEntry(position, "event", "progress", "succeeded", output=value)
+        await store.set_event(fence, entry, "progress", value)
+    assert await store.get_events("r1") == {"progress": {"done": 2}}
+    assert await store.get_events("other") == {}
+    assert len(await store.read_journal("r1")) == 2

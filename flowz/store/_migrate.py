@@ -43,6 +43,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE flowz_workers ADD COLUMN names VARCHAR NOT NULL DEFAULT '[]'",
         ),
     ),
+    Migration(
+        4,
+        "flowz_messages and flowz_events: messages to running workflows, and their events",
+        (
+            "CREATE TABLE flowz_messages (run_id VARCHAR NOT NULL, seq INTEGER NOT NULL, "
+            "topic VARCHAR NOT NULL, value TEXT NOT NULL, idempotency_key VARCHAR, "
+            "created_at FLOAT NOT NULL, consumed_at FLOAT, PRIMARY KEY (run_id, seq))",
+            "CREATE UNIQUE INDEX ux_flowz_messages_key ON flowz_messages (run_id, idempotency_key)",
+            "CREATE INDEX ix_flowz_messages_unread ON flowz_messages (run_id, topic, seq) "
+            "WHERE consumed_at IS NULL",
+            "CREATE TABLE flowz_events (run_id VARCHAR NOT NULL, name VARCHAR NOT NULL, "
+            "value TEXT NOT NULL, updated_at FLOAT NOT NULL, PRIMARY KEY (run_id, name))",
+        ),
+    ),
 )
 assert MIGRATIONS[-1].version == SCHEMA_VERSION, "add a migration with every schema change"
 

@@ -111,6 +111,43 @@ class FlowzWorker(_Base, table=True):
     names: str = Field(default="[]", sa_column_kwargs={"server_default": "[]"})
 
 
+class FlowzMessage(_Base, table=True):
+    """A message sent to a workflow execution, in send order (since v4)."""
+
+    __tablename__ = "flowz_messages"
+    __table_args__ = (
+        Index("ux_flowz_messages_key", "run_id", "idempotency_key", unique=True),
+        Index(
+            "ix_flowz_messages_unread",
+            "run_id",
+            "topic",
+            "seq",
+            sqlite_where=text("consumed_at IS NULL"),
+            postgresql_where=text("consumed_at IS NULL"),
+        ),
+    )
+
+    run_id: str = Field(primary_key=True)
+    #: 1, 2, 3... per execution: sends take the execution's row lock, so seq is send order.
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    topic: str
+    value: str = Field(sa_column=Column(Text, nullable=False))
+    idempotency_key: str | None = None
+    created_at: float
+    consumed_at: float | None = None
+
+
+class FlowzEvent(_Base, table=True):
+    """The latest value of an event key of a workflow execution (since v4)."""
+
+    __tablename__ = "flowz_events"
+
+    run_id: str = Field(primary_key=True)
+    name: str = Field(primary_key=True)  #: the event's key
+    value: str = Field(sa_column=Column(Text, nullable=False))
+    updated_at: float
+
+
 class FlowzSchema(_Base, table=True):
     """The schema versions applied to this database (one row each; the highest is current)."""
 

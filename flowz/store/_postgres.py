@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from .._serde import dumps
+from .._serde import dumps, loads
 from .._types import JSON
 from ..errors import RunNotFoundError, StoreError
 from ._batch import Finish, GroupCommit, Pending
@@ -29,18 +29,25 @@ from ._protocol import (
 )
 from ._sql import (
     CLAIM_ORDER,
+    EVENT_UPSERT,
     EXECUTION_COLUMNS,
     JOURNAL_COLUMNS,
     JOURNAL_SELECT,
     LEASE_CLEARED,
+    MESSAGE_INSERT,
+    NEXT_MESSAGE,
     TERMINAL_SQL,
+    WAKE_RECEIVER,
     WORKER_SELECT,
     cancel_descendants_sql,
+    check_message_target,
     dumps_or_none,
     execution_row,
     journal_entry,
     journal_params,
     new_execution_params,
+    receive_entry,
+    receive_outcome,
     worker_row,
 )
 
@@ -544,6 +551,99 @@ class PostgresStore:
         self.db.notify_local()
 
     @retried
+    # -- messages and events ---------------------------------------------------
+    async def send_message(
+        self, run_id: str, topic: str, value: JSON, idempotency_key: str | None
+    ) -> bool:
+        async with self.db.transaction() as cur:
+            # The execution's row lock orders sends (seq) and a send after a receive
+            # that is about to suspend: the receive holds it until it commits.
+            await cur.execute(
+                "SELECT kind, status FROM flowz_executions WHERE id = %s FOR UPDATE", (run_id,)
+            )
+            check_message_target(run_id, await cur.fetchone(), f"at {self.db.safe_url()}")
+            if idempotency_key is not None:
+                await cur.execute(
+                    "SELECT 1 FROM flowz_messages WHERE run_id = %s AND idempotency_key = %s",
+                    (run_id, idempotency_key),
+                )
+                if await cur.fetchone():
+                    return False
+            now = await self._now(cur)
+            await cur.execute(
+                MESSAGE_INSERT.format(p="%s"),
+                (run_id, topic, dumps(value), idempotency_key, now, run_id),
+            )
+            await cur.execute(WAKE_RECEIVER.format(p="%s"), (now, now, run_id, run_id, topic))
+            await self._announce(cur)
+        return True
+
+    @retried
+    async def receive(
+        self, fence: Fence, position: int, topic: str, deadline: float | None
+    ) -> tuple[bool, JSON]:
+        async with self.db.transaction() as cur:
+            await self._fence(cur, fence)  # the row lock: a send waits until this commits
+            now = await self._now(cur)
+            await cur.execute(
+                "SELECT status, output FROM flowz_journal "
+                "WHERE execution_id = %s AND position = %s",
+                (fence.execution_id, position),
+            )
+            taken = await cur.fetchone()
+            await cur.execute(NEXT_MESSAGE.format(p="%s"), (fence.execution_id, topic))
+            message = await cur.fetchone()
+            outcome, value = receive_outcome(taken, message, deadline, now)
+            if outcome == "taken":
+                return True, value
+            if outcome == "message":
+                assert message is not None
+                await cur.execute(
+                    "UPDATE flowz_messages SET consumed_at = %s WHERE run_id = %s AND seq = %s",
+                    (now, fence.execution_id, message[0]),
+                )
+            entry = receive_entry(position, topic, outcome, value, deadline, now)
+            await self._insert_entries(cur, fence.execution_id, [entry])
+            if outcome != "wait":
+                return True, value
+            await cur.execute(
+                f"UPDATE flowz_executions SET status = %s, run_at = %s, {LEASE_CLEARED}, "
+                "updated_at = %s WHERE id = %s",
+                (
+                    "waiting" if deadline is None else "pending",
+                    now if deadline is None else deadline,
+                    now,
+                    fence.execution_id,
+                ),
+            )
+            await self._announce(cur)
+        return False, None
+
+    @retried
+    async def set_event(self, fence: Fence, entry: JournalEntry, name: str, value: JSON) -> None:
+        async with self.db.transaction() as cur:
+            await self._fence(cur, fence)
+            now = await self._now(cur)
+            await cur.execute(
+                EVENT_UPSERT.format(p="%s"), (fence.execution_id, name, dumps(value), now)
+            )
+            await self._insert_entries(cur, fence.execution_id, [entry])
+            await self._announce(cur)
+
+    async def get_events(self, run_id: str) -> dict[str, JSON]:
+        rows = await self.db.select(
+            "SELECT name, value FROM flowz_events WHERE run_id = %s", (run_id,)
+        )
+        return {name: loads(value) for name, value in rows}
+
+    @staticmethod
+    async def _now(cur: Cursor) -> float:
+        """The database's clock, in epoch seconds."""
+        await cur.execute(f"SELECT {_NOW}")
+        found = await cur.fetchone()
+        assert found is not None
+        return float(found[0])
+
     async def release(self, fence: Fence) -> None:
         async with self.db.transaction() as cur:
             await cur.execute(

@@ -112,6 +112,7 @@ class JournalEntry:
     kind: str
     name: str
     #: succeeded | failed | retrying (a failed attempt with more to come) | scheduled (children)
+    #: | waiting (a receive suspended until a message or its deadline)
     status: str
     output: JSON = None
     error: JSON = None
@@ -267,6 +268,34 @@ class Store(Protocol):
 
     async def finish(self, fence: Fence, status: str, output: JSON, error: JSON) -> None:
         """End the execution; in the same transaction, wake its parent if it waits on it."""
+
+    # -- messages and events --------------------------------------------
+    async def send_message(
+        self, run_id: str, topic: str, value: JSON, idempotency_key: str | None
+    ) -> bool:
+        """Store a message for a workflow execution, in send order; False if a duplicate.
+
+        Wakes the execution if it waits on `topic`. With an `idempotency_key` used
+        for this execution before, nothing is stored and the result is False.
+        Raises RunNotFoundError for no such workflow execution, RunEndedError for one
+        that has ended.
+        """
+
+    async def receive(
+        self, fence: Fence, position: int, topic: str, deadline: float | None
+    ) -> tuple[bool, JSON]:
+        """Take the oldest unread message on `topic`, journaled at `position`: (True, value).
+
+        With none, at or past `deadline`: (True, None), journaled too. Else journal a
+        waiting entry and suspend the execution until a message on `topic` or the
+        deadline: (False, None). Safe to repeat: an entry already taken is returned.
+        """
+
+    async def set_event(self, fence: Fence, entry: JournalEntry, name: str, value: JSON) -> None:
+        """Set the execution's event `name` to `value` and journal `entry`, together."""
+
+    async def get_events(self, run_id: str) -> dict[str, JSON]:
+        """The latest value of each event of a workflow execution."""
 
     async def release(self, fence: Fence) -> None:
         """Give an unfinished execution back (worker shutdown); it stays pending."""

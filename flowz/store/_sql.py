@@ -15,31 +15,38 @@ import anyio
 
 from .._serde import dumps, loads
 from .._types import JSON, TERMINAL_STATUSES
-from ..errors import SchemaVersionError
+from ..errors import RunEndedError, RunNotFoundError, SchemaVersionError
 from ._protocol import ExecutionRow, JournalEntry, NewExecution, WorkerRow
 
 __all__ = [
     "CLAIM_ORDER",
+    "EVENT_UPSERT",
     "EXECUTION_COLUMNS",
     "JOURNAL_COLUMNS",
     "JOURNAL_SELECT",
     "LEASE_CLEARED",
+    "MESSAGE_INSERT",
+    "NEXT_MESSAGE",
     "SCHEMA_VERSION",
     "TERMINAL_SQL",
+    "WAKE_RECEIVER",
     "WORKER_SELECT",
     "ChangeSignal",
     "cancel_descendants_sql",
+    "check_message_target",
     "check_schema_version",
     "dumps_or_none",
     "execution_row",
     "journal_entry",
     "journal_params",
     "new_execution_params",
+    "receive_entry",
+    "receive_outcome",
     "worker_row",
 ]
 
 #: The schema this flowz reads and writes; `_migrate.MIGRATIONS` brings older ones here.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _EXECUTION_FIELDS = tuple(f.name for f in dataclasses.fields(ExecutionRow))
 #: The columns of flowz_executions, in ExecutionRow's field order.
@@ -70,6 +77,78 @@ def worker_row(raw: Sequence[Any]) -> WorkerRow:
         heartbeat_at,
         queue,
         tuple(map(str, listed if isinstance(listed, list) else [])),
+    )
+
+
+#: Columns of a new message; its seq is the execution's next (sends hold its row lock).
+MESSAGE_INSERT = (
+    "INSERT INTO flowz_messages (run_id, seq, topic, value, idempotency_key, created_at) "
+    "SELECT {p}, COALESCE(MAX(seq), 0) + 1, {p}, {p}, {p}, {p} FROM flowz_messages "
+    "WHERE run_id = {p}"
+)
+#: Wake an execution suspended in a receive on a topic (params: now, now, id, id, topic).
+WAKE_RECEIVER = (
+    "UPDATE flowz_executions SET status = 'pending', run_at = {p}, updated_at = {p}, "
+    "wait_position = NULL, wait_count = 0 "
+    "WHERE id = {p} AND status IN ('waiting', 'pending') AND EXISTS (SELECT 1 FROM "
+    "flowz_journal WHERE execution_id = {p} AND kind = 'recv' AND status = 'waiting' "
+    "AND name = {p})"
+)
+#: The oldest unread message on a topic (params: id, topic).
+NEXT_MESSAGE = (
+    "SELECT seq, value FROM flowz_messages WHERE run_id = {p} AND topic = {p} "
+    "AND consumed_at IS NULL ORDER BY seq LIMIT 1"
+)
+#: Set an event's value (params: run_id, name, value, now).
+EVENT_UPSERT = (
+    "INSERT INTO flowz_events (run_id, name, value, updated_at) VALUES ({p}, {p}, {p}, {p}) "
+    "ON CONFLICT (run_id, name) DO UPDATE SET value = excluded.value, "
+    "updated_at = excluded.updated_at"
+)
+
+
+def check_message_target(run_id: str, found: Sequence[Any] | None, where: str) -> None:
+    """Refuse a message to what is not a workflow execution, or to one that ended.
+
+    `found`: the execution's (kind, status), or None.
+    """
+    if found is None or found[0] != "workflow":
+        raise RunNotFoundError(f"no workflow run with id {run_id!r} {where}: see `flowz list`")
+    if found[1] in TERMINAL_STATUSES:
+        raise RunEndedError(
+            f"run {run_id!r} has {'been ' if found[1] == 'cancelled' else ''}{found[1]}: a "
+            "message sent to it would never be read"
+        )
+
+
+def receive_outcome(
+    taken: Sequence[Any] | None, message: Sequence[Any] | None, deadline: float | None, now: float
+) -> tuple[str, JSON]:
+    """What a receive does: "taken", "message", "timeout" or "wait", and the value.
+
+    "taken": the journal entry at its position has it already (a repeated call);
+    `taken`: the (status, output) of the journal entry at its position, if any;
+    `message`: the oldest unread (seq, value).
+    """
+    if taken is not None and taken[0] == "succeeded":
+        return "taken", loads(taken[1])
+    if message is not None:
+        return "message", loads(message[1])
+    if deadline is not None and deadline <= now:
+        return "timeout", None
+    return "wait", None
+
+
+def receive_entry(
+    position: int, topic: str, outcome: str, value: JSON, deadline: float | None, now: float
+) -> JournalEntry:
+    """The journal entry a receive writes: what it took (or its timeout), or that it waits."""
+    if outcome == "wait":
+        return JournalEntry(
+            position, "recv", topic, "waiting", output={"deadline": deadline}, started_at=now
+        )
+    return JournalEntry(
+        position, "recv", topic, "succeeded", output=value, started_at=now, finished_at=now
     )
 
 

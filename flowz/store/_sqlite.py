@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 
 from .._clock import Clock
-from .._serde import dumps
+from .._serde import dumps, loads
 from .._types import JSON
 from ..errors import (
     RunNotFoundError,
@@ -39,19 +39,26 @@ from ._protocol import (
 )
 from ._sql import (
     CLAIM_ORDER,
+    EVENT_UPSERT,
     EXECUTION_COLUMNS,
     JOURNAL_COLUMNS,
     JOURNAL_SELECT,
     LEASE_CLEARED,
+    MESSAGE_INSERT,
+    NEXT_MESSAGE,
     TERMINAL_SQL,
+    WAKE_RECEIVER,
     WORKER_SELECT,
     ChangeSignal,
     cancel_descendants_sql,
+    check_message_target,
     dumps_or_none,
     execution_row,
     journal_entry,
     journal_params,
     new_execution_params,
+    receive_entry,
+    receive_outcome,
     worker_row,
 )
 
@@ -606,6 +613,80 @@ class SqliteStore:
                     "WHERE id = ? AND status = 'waiting' AND wait_position = ?",
                     (now, now, parent_id, awaited_at),
                 )
+
+    # -- messages and events ---------------------------------------------------
+    async def send_message(
+        self, run_id: str, topic: str, value: JSON, idempotency_key: str | None
+    ) -> bool:
+        now = self.clock.now()
+        with self._tx() as cur:
+            found = cur.execute(
+                "SELECT kind, status FROM flowz_executions WHERE id = ?", (run_id,)
+            ).fetchone()
+            check_message_target(run_id, found, f"in {str(self.path)!r}")
+            if (
+                idempotency_key is not None
+                and cur.execute(
+                    "SELECT 1 FROM flowz_messages WHERE run_id = ? AND idempotency_key = ?",
+                    (run_id, idempotency_key),
+                ).fetchone()
+            ):
+                return False
+            cur.execute(
+                MESSAGE_INSERT.format(p="?"),
+                (run_id, topic, dumps(value), idempotency_key, now, run_id),
+            )
+            cur.execute(WAKE_RECEIVER.format(p="?"), (now, now, run_id, run_id, topic))
+        self._notify()
+        return True
+
+    async def receive(
+        self, fence: Fence, position: int, topic: str, deadline: float | None
+    ) -> tuple[bool, JSON]:
+        with self._tx() as cur:
+            now = self._fence(cur, fence)
+            taken = cur.execute(
+                "SELECT status, output FROM flowz_journal WHERE execution_id = ? AND position = ?",
+                (fence.execution_id, position),
+            ).fetchone()
+            message = cur.execute(
+                NEXT_MESSAGE.format(p="?"), (fence.execution_id, topic)
+            ).fetchone()
+            outcome, value = receive_outcome(taken, message, deadline, now)
+            if outcome == "taken":
+                return True, value
+            if outcome == "message":
+                cur.execute(
+                    "UPDATE flowz_messages SET consumed_at = ? WHERE run_id = ? AND seq = ?",
+                    (now, fence.execution_id, message[0]),
+                )
+            entry = receive_entry(position, topic, outcome, value, deadline, now)
+            self._insert_entries(cur, fence.execution_id, [entry])
+            if outcome != "wait":
+                return True, value
+            cur.execute(
+                f"UPDATE flowz_executions SET status = ?, run_at = ?, {LEASE_CLEARED}, "
+                "updated_at = ? WHERE id = ?",
+                (
+                    "waiting" if deadline is None else "pending",
+                    now if deadline is None else deadline,
+                    now,
+                    fence.execution_id,
+                ),
+            )
+        self._notify()
+        return False, None
+
+    async def set_event(self, fence: Fence, entry: JournalEntry, name: str, value: JSON) -> None:
+        with self._tx() as cur:
+            now = self._fence(cur, fence)
+            cur.execute(EVENT_UPSERT.format(p="?"), (fence.execution_id, name, dumps(value), now))
+            self._insert_entries(cur, fence.execution_id, [entry])
+        self._notify()
+
+    async def get_events(self, run_id: str) -> dict[str, JSON]:
+        rows = self._read("SELECT name, value FROM flowz_events WHERE run_id = ?", (run_id,))
+        return {name: loads(value) for name, value in rows}
 
     async def release(self, fence: Fence) -> None:
         with self._tx() as cur:
