@@ -34,9 +34,11 @@ from ._decorators import workflow as workflow
 from ._gather import gather_durable as gather_durable
 from ._gather import schedule as schedule
 from ._gather import wait_all as wait_all
+from ._messages import close_stream as close_stream
 from ._messages import recv as recv
 from ._messages import send as send
 from ._messages import set_event as set_event
+from ._messages import write_stream as write_stream
 from ._registry import Registry as Registry
 from ._runner import run as run
 from ._types import Status as Status
@@ -89,6 +91,7 @@ __all__ = [
     "UsageError",
     "WorkflowError",
     "WorkflowFunction",
+    "close_stream",
     "current_step",
     "gather_durable",
     "now",
@@ -103,6 +106,7 @@ __all__ = [
     "uuid4",
     "wait_all",
     "workflow",
+    "write_stream",
 ]
 
 __version__ = "0.1.0"

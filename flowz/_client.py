@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from ._clock import Clock
     from .progress import ProgressView
 
-__all__ = ["Client", "RunHandle"]
+__all__ = ["Client", "RunHandle", "follow_stream"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -436,6 +436,20 @@ class RunHandle(Generic[R]):
                 poll = self._client.settings.poll_seconds
                 await store.wait_for_change(min(poll, remaining), mark)
 
+    async def stream(self, name: str) -> AsyncIterator[Any]:
+        """Every value of the run's stream `name`, from the first, then live ones as they come.
+
+        Ends when the stream is closed (`flowz.close_stream`) or the run ends.
+
+        Examples:
+            >>> async for token in handle.stream("tokens"):
+            ...     print(token, end="")
+        """
+        async with self._store() as store:
+            poll = self._client.settings.poll_seconds
+            async for value in follow_stream(store, self.id, name, poll):
+                yield value
+
     async def cancel(self) -> int:
         """Cancel the run and its unfinished subtree; returns how many executions stopped.
 
@@ -454,6 +468,30 @@ class RunHandle(Generic[R]):
             if not await store.retry_run(self.id):
                 status = (await self._row(store)).status
                 raise UsageError(f"run {self.id!r} is {status}; only a failed run can be retried")
+
+
+async def follow_stream(store: Store, run_id: str, name: str, poll: float) -> AsyncIterator[Any]:
+    """The values of a run's stream, then live ones, until it is closed or the run ends."""
+    after = 0
+    while True:
+        mark = store.change_mark()
+        items = await store.read_stream(run_id, name, after)
+        for item in items:
+            if item.closed:
+                return
+            after = item.seq
+            yield item.value
+        if items:
+            continue
+        row = await store.get_execution(run_id)
+        if row is None:
+            raise RunNotFoundError(f"no run with id {run_id!r}")
+        if Status(row.status).is_terminal:
+            # Values written just before the end commit before it: one last look.
+            if not await store.read_stream(run_id, name, after):
+                return
+            continue
+        await store.wait_for_change(poll, mark)
 
 
 def _loop_key() -> object:

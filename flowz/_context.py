@@ -106,6 +106,10 @@ class ExecutionContext(ABC):
         """Publish the latest value of the execution's event `name`, journaled."""
 
     @abstractmethod
+    async def write_stream(self, name: str, value: JSON, closed: bool) -> None:
+        """Append a value to the execution's stream `name` (or close it), journaled."""
+
+    @abstractmethod
     async def send(self, run_id: str, topic: str, value: JSON, idempotency_key: str | None) -> None:
         """Send a message to a workflow execution, journaled: a replay does not send again."""
 

@@ -406,6 +406,20 @@ class _Attempt(ExecutionContext):
         self.bus.publish(EventSet(self.row.id, name, value, time.time()))
 
     @_escapes_the_body
+    async def write_stream(self, name: str, value: JSON, closed: bool) -> None:
+        position = self._next()
+        if self._replayed(position, name, EntryKind.STREAM) is not None:
+            return
+        await self.flush()
+        now = self.now()
+        # The value lives in the stream; the entry only marks that this write was made.
+        entry = JournalEntry(
+            position, EntryKind.STREAM, name, "succeeded", output={"closed": closed},
+            started_at=now, finished_at=now,
+        )  # fmt: skip
+        await self.store.write_stream(self.fence, entry, name, value, closed)
+
+    @_escapes_the_body
     async def send(self, run_id: str, topic: str, value: JSON, idempotency_key: str | None) -> None:
         position = self._next()
         if self._replayed(position, topic, EntryKind.SEND) is not None:

@@ -1,4 +1,4 @@
-"""Talking to running workflows: `flowz.recv`, `flowz.set_event`, `flowz.send`."""
+"""Talking to running workflows: messages, events and streams."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from ._context import current_context
 from ._serde import json_value
 from .errors import UsageError
 
-__all__ = ["recv", "send", "set_event"]
+__all__ = ["close_stream", "recv", "send", "set_event", "write_stream"]
 
 
 async def recv(topic: str, *, timeout: float | None = None) -> Any:
@@ -47,6 +47,34 @@ async def set_event(name: str, value: Any) -> None:
     if ctx is None:
         raise UsageError("flowz.set_event() works inside a workflow: it sets an event of its run")
     await ctx.set_event(name, json_value(value, f"the value of event {name!r}"))
+
+
+async def write_stream(name: str, value: Any) -> None:
+    """Append `value` to this run's stream `name` (tokens, log lines, partial results).
+
+    Readers see it at once (`async for v in handle.stream(name)`, `flowz stream RUN
+    NAME`). Journaled: a replay does not write it again.
+
+    Examples:
+        >>> async for token in llm.stream(prompt):
+        ...     await flowz.write_stream("tokens", token)
+        >>> await flowz.close_stream("tokens")
+    """
+    ctx = current_context()
+    if ctx is None:
+        raise UsageError("flowz.write_stream() works inside a workflow: it writes to its run")
+    await ctx.write_stream(name, json_value(value, f"a value of stream {name!r}"), False)
+
+
+async def close_stream(name: str) -> None:
+    """End this run's stream `name`: its readers stop after its last value.
+
+    A stream also ends for its readers when the run ends.
+    """
+    ctx = current_context()
+    if ctx is None:
+        raise UsageError("flowz.close_stream() works inside a workflow: it closes its stream")
+    await ctx.write_stream(name, None, True)
 
 
 async def send(run_id: str, topic: str, value: Any, *, idempotency_key: str | None = None) -> None:

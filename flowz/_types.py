@@ -55,6 +55,7 @@ class EntryKind(StrEnum):
     RECV = "recv"  #: a message taken (or a timeout); status "waiting" while suspended on it
     SEND = "send"
     EVENT = "event"
+    STREAM = "stream"
 
 
 def json_object(value: JSON) -> dict[str, JSON]:

@@ -17,7 +17,7 @@ import anyio
 import typer
 
 from . import __version__
-from ._client import Client
+from ._client import Client, follow_stream
 from ._config import Settings, redacted_url
 from ._decorators import WorkflowFunction
 from ._progress_model import ProgressModel
@@ -499,6 +499,26 @@ def events(run_id: RunId, db: DbOption = None, as_json: JsonOption = False) -> N
         return
     for name, value in found.items():
         typer.echo(f"{name}\t{json.dumps(value, ensure_ascii=False)}")
+
+
+@app.command()
+def stream(
+    run_id: RunId,
+    name: Annotated[str, typer.Argument(help="The stream's name.")],
+    db: DbOption = None,
+) -> None:
+    """Print a run's stream and follow it until it is closed or the run ends (like tail -f).
+
+    One value per line: strings as they are, other values as JSON.
+    """
+    settings = _settings(db)
+
+    async def follow(store: Store) -> None:
+        await _run_row(store, run_id)
+        async for value in follow_stream(store, run_id, name, settings.poll_seconds):
+            typer.echo(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+
+    _with_store(settings, follow)
 
 
 @app.command()

@@ -66,6 +66,8 @@ async def odds(n: int) -> int:
 async def approval(order: str) -> str:
     await flowz.set_event("status", f"{order}: waiting")
     decision = await flowz.recv("decision")
+    await flowz.write_stream("log", f"{order} received")
+    await flowz.write_stream("log", decision)
     again = await flowz.recv("decision", timeout=0)  # a duplicate delivery would be here
     return f"{order}: {decision['verdict']}, then {again}"
 

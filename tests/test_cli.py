@@ -285,6 +285,8 @@ def test_send_a_message_and_read_events_from_the_command_line(cli_env: dict[str,
     assert out.strip() == 'status\t"o-7: waiting"'
     code, out, _ = invoke("events", "ap", "--json")
     assert json.loads(out) == {"status": "o-7: waiting"}
+    code, out, _ = invoke("stream", "ap", "log")
+    assert code == 0 and out.splitlines() == ["o-7 received", '{"verdict": "yes"}']
     code, _, error = invoke("send", "ap", "decision", "--value", "1")
     assert code == 1 and "'ap' has succeeded: a message sent to it would never be read" in str(
         error

@@ -56,6 +56,36 @@ async def collect_until_quiet() -> list[int]:
     return items
 
 
+@workflow
+async def writer(words: list[str]) -> int:
+    for word in words:
+        await flowz.write_stream("tokens", word)
+        if word == "wait":  # the reader has everything so far while the run waits
+            await flowz.recv("go")
+    await flowz.close_stream("tokens")
+    await flowz.write_stream("log", "after the close of tokens")
+    return len(words)
+
+
+async def test_a_stream_is_read_while_the_run_writes_it_and_after_it_ends(
+    database_url: str,
+) -> None:
+    words = ["durable", "tokens", "wait", "then", "more"]
+    async with flowz.Client() as client, anyio.create_task_group() as tg:
+        handle = await client.start(writer.options(id="w-1", progress=False), words)
+        tg.start_soon(client.run, writer.options(id="w-1", progress=False), words)
+        seen: list[str] = []
+        with anyio.fail_after(20):
+            async for token in handle.stream("tokens"):
+                seen.append(token)
+                if token == "wait":
+                    await handle.send("go", None)
+        assert seen == words
+    assert [t async for t in handle.stream("tokens")] == words  # again, after the end
+    assert [t async for t in handle.stream("log")] == ["after the close of tokens"]  # run ended
+    assert [t async for t in handle.stream("missing")] == []
+
+
 async def test_a_run_waits_for_approval_and_publishes_its_status(database_url: str) -> None:
     async with flowz.Client() as client, anyio.create_task_group() as tg:
         handle = await client.start(payment.options(id="pay-1", progress=False), 10)

@@ -54,7 +54,7 @@ async def index_names(store: Store) -> set[str]:
     """The flowz indexes, and the columns of the tables later versions added (`table.column`)."""
     from flowz.store import PostgresStore, SqliteStore
 
-    tables = ("flowz_workers", "flowz_messages", "flowz_events")
+    tables = ("flowz_workers", "flowz_messages", "flowz_events", "flowz_streams")
     if isinstance(store, SqliteStore):
         rows = store._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
         found = {r[0] for r in rows if r[0].startswith(("ix_", "ux_"))}
@@ -98,7 +98,7 @@ def test_a_v1_database_is_upgraded_in_place_and_its_run_finishes(
     assert upgraded.stdout.splitlines() == [
         "v2: index ix_flowz_executions_runs: list top-level runs newest first without a scan",
         "v3: flowz_workers.queue and .names: say which worker could take a waiting run",
-        "v4: flowz_messages and flowz_events: messages to running workflows, and their events",
+        "v4: flowz_messages, flowz_events and flowz_streams: talk to running workflows",
         "schema at v4",
     ]
     again = flowz_command(v1_database, "db", "upgrade")

@@ -126,7 +126,7 @@ async def test_an_older_schema_is_refused_until_flowz_db_upgrade(store: Store) -
     await execute_sql(store, "DROP INDEX ix_flowz_executions_runs")
     for column in ("queue", "names"):
         await execute_sql(store, f"ALTER TABLE flowz_workers DROP COLUMN {column}")
-    for table in ("flowz_messages", "flowz_events"):
+    for table in ("flowz_messages", "flowz_events", "flowz_streams"):
         await execute_sql(store, f"DROP TABLE {table}")
     flowz.store._current.clear()
     with pytest.raises(SchemaVersionError, match=r"v1 and this flowz needs v4: run `flowz db up"):
@@ -134,7 +134,7 @@ async def test_an_older_schema_is_refused_until_flowz_db_upgrade(store: Store) -
     assert await upgrade_schema(settings_of(store)) == [
         "v2: index ix_flowz_executions_runs: list top-level runs newest first without a scan",
         "v3: flowz_workers.queue and .names: say which worker could take a waiting run",
-        "v4: flowz_messages and flowz_events: messages to running workflows, and their events",
+        "v4: flowz_messages, flowz_events and flowz_streams: talk to running workflows",
     ]
     assert await upgrade_schema(settings_of(store)) == []  # nothing left to do
     reopened = await open_store(settings_of(store))
@@ -566,3 +566,19 @@ async def test_events_keep_the_latest_value_and_are_journaled(store: Store) -> N
     assert await store.get_events("r1") == {"progress": {"done": 2}}
     assert await store.get_events("other") == {}
     assert len(await store.read_journal("r1")) == 2
+
+
+async def test_a_stream_is_appended_in_order_and_read_after_a_seq(store: Store) -> None:
+    await store.create_run(run_factory())
+    fence = await claim_one(store, names=["wf"])
+    for position, (value, closed) in enumerate([("a", False), ({"b": 1}, False), (None, True)]):
+        entry = JournalEntry(position, "stream", "out", "succeeded", output={"closed": closed})
+        await store.write_stream(fence, entry, "out", value, closed)
+    items = await store.read_stream("r1", "out", 0)
+    assert [(i.seq, i.value, i.closed) for i in items] == [
+        (1, "a", False),
+        (2, {"b": 1}, False),
+        (3, None, True),
+    ]
+    assert [i.seq for i in await store.read_stream("r1", "out", 2)] == [3]
+    assert await store.read_stream("r1", "other", 0) == []

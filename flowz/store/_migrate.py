@@ -45,7 +45,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         4,
-        "flowz_messages and flowz_events: messages to running workflows, and their events",
+        "flowz_messages, flowz_events and flowz_streams: talk to running workflows",
         (
             "CREATE TABLE flowz_messages (run_id VARCHAR NOT NULL, seq INTEGER NOT NULL, "
             "topic VARCHAR NOT NULL, value TEXT NOT NULL, idempotency_key VARCHAR, "
@@ -55,6 +55,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             "WHERE consumed_at IS NULL",
             "CREATE TABLE flowz_events (run_id VARCHAR NOT NULL, name VARCHAR NOT NULL, "
             "value TEXT NOT NULL, updated_at FLOAT NOT NULL, PRIMARY KEY (run_id, name))",
+            "CREATE TABLE flowz_streams (run_id VARCHAR NOT NULL, name VARCHAR NOT NULL, "
+            "seq INTEGER NOT NULL, value TEXT NOT NULL, closed INTEGER NOT NULL DEFAULT 0, "
+            "created_at FLOAT NOT NULL, PRIMARY KEY (run_id, name, seq))",
         ),
     ),
 )

@@ -148,6 +148,20 @@ class FlowzEvent(_Base, table=True):
     updated_at: float
 
 
+class FlowzStream(_Base, table=True):
+    """One value written to a stream of a workflow execution, in order (since v4)."""
+
+    __tablename__ = "flowz_streams"
+
+    run_id: str = Field(primary_key=True)
+    name: str = Field(primary_key=True)
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    value: str = Field(sa_column=Column(Text, nullable=False))
+    #: 1 on the row that closes the stream (its value is null).
+    closed: int = 0
+    created_at: float
+
+
 class FlowzSchema(_Base, table=True):
     """The schema versions applied to this database (one row each; the highest is current)."""
 

@@ -25,6 +25,7 @@ from ._protocol import (
     JournalEntry,
     LeaseLost,
     NewExecution,
+    StreamItem,
     WorkerRow,
 )
 from ._sql import (
@@ -36,6 +37,8 @@ from ._sql import (
     LEASE_CLEARED,
     MESSAGE_INSERT,
     NEXT_MESSAGE,
+    STREAM_APPEND,
+    STREAM_READ,
     TERMINAL_SQL,
     WAKE_RECEIVER,
     WORKER_SELECT,
@@ -585,12 +588,7 @@ class PostgresStore:
         async with self.db.transaction() as cur:
             await self._fence(cur, fence)  # the row lock: a send waits until this commits
             now = await self._now(cur)
-            await cur.execute(
-                "SELECT status, output FROM flowz_journal "
-                "WHERE execution_id = %s AND position = %s",
-                (fence.execution_id, position),
-            )
-            taken = await cur.fetchone()
+            taken = await self._journaled(cur, fence.execution_id, position)
             await cur.execute(NEXT_MESSAGE.format(p="%s"), (fence.execution_id, topic))
             message = await cur.fetchone()
             outcome, value = receive_outcome(taken, message, deadline, now)
@@ -629,6 +627,36 @@ class PostgresStore:
             )
             await self._insert_entries(cur, fence.execution_id, [entry])
             await self._announce(cur)
+
+    @retried
+    async def write_stream(
+        self, fence: Fence, entry: JournalEntry, name: str, value: JSON, closed: bool
+    ) -> None:
+        async with self.db.transaction() as cur:
+            await self._fence(cur, fence)  # the row lock orders the stream's seq
+            now = await self._now(cur)
+            run_id = fence.execution_id
+            taken = await self._journaled(cur, run_id, entry.position)
+            if taken is None:  # a retried transaction must not append twice
+                await cur.execute(
+                    STREAM_APPEND.format(p="%s"),
+                    (run_id, name, dumps(value), int(closed), now, run_id, name),
+                )
+                await self._insert_entries(cur, run_id, [entry])
+            await self._announce(cur)
+
+    async def read_stream(self, run_id: str, name: str, after: int) -> list[StreamItem]:
+        rows = await self.db.select(STREAM_READ.format(p="%s"), (run_id, name, after))
+        return [StreamItem(seq, loads(value), bool(closed)) for seq, value, closed in rows]
+
+    @staticmethod
+    async def _journaled(cur: Cursor, execution_id: str, position: int) -> Any:
+        """The (status, output) of the journal entry at `position`, if any."""
+        await cur.execute(
+            "SELECT status, output FROM flowz_journal WHERE execution_id = %s AND position = %s",
+            (execution_id, position),
+        )
+        return await cur.fetchone()
 
     async def get_events(self, run_id: str) -> dict[str, JSON]:
         rows = await self.db.select(

@@ -17,6 +17,7 @@ __all__ = [
     "LeaseLost",
     "NewExecution",
     "Store",
+    "StreamItem",
     "WorkerRow",
 ]
 
@@ -119,6 +120,15 @@ class JournalEntry:
     attempt: int = 1
     started_at: float | None = None
     finished_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamItem:
+    """One value of a stream; the last item of a closed stream has `closed` set."""
+
+    seq: int
+    value: JSON
+    closed: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +306,14 @@ class Store(Protocol):
 
     async def get_events(self, run_id: str) -> dict[str, JSON]:
         """The latest value of each event of a workflow execution."""
+
+    async def write_stream(
+        self, fence: Fence, entry: JournalEntry, name: str, value: JSON, closed: bool
+    ) -> None:
+        """Append `value` (or, `closed`, the end) to a stream and journal `entry`, together."""
+
+    async def read_stream(self, run_id: str, name: str, after: int) -> list[StreamItem]:
+        """A stream's items after seq `after`, in order."""
 
     async def release(self, fence: Fence) -> None:
         """Give an unfinished execution back (worker shutdown); it stays pending."""

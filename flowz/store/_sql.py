@@ -26,6 +26,8 @@ __all__ = [
     "JOURNAL_SELECT",
     "LEASE_CLEARED",
     "MESSAGE_INSERT",
+    "STREAM_APPEND",
+    "STREAM_READ",
     "NEXT_MESSAGE",
     "SCHEMA_VERSION",
     "TERMINAL_SQL",
@@ -104,6 +106,19 @@ EVENT_UPSERT = (
     "INSERT INTO flowz_events (run_id, name, value, updated_at) VALUES ({p}, {p}, {p}, {p}) "
     "ON CONFLICT (run_id, name) DO UPDATE SET value = excluded.value, "
     "updated_at = excluded.updated_at"
+)
+
+
+#: Append to a stream (params: run_id, name, value, closed, now, run_id, name).
+STREAM_APPEND = (
+    "INSERT INTO flowz_streams (run_id, name, seq, value, closed, created_at) "
+    "SELECT {p}, {p}, COALESCE(MAX(seq), 0) + 1, {p}, {p}, {p} FROM flowz_streams "
+    "WHERE run_id = {p} AND name = {p}"
+)
+#: A stream's values after a seq (params: run_id, name, seq).
+STREAM_READ = (
+    "SELECT seq, value, closed FROM flowz_streams WHERE run_id = {p} AND name = {p} "
+    "AND seq > {p} ORDER BY seq"
 )
 
 

@@ -35,6 +35,7 @@ from ._protocol import (
     JournalEntry,
     LeaseLost,
     NewExecution,
+    StreamItem,
     WorkerRow,
 )
 from ._sql import (
@@ -46,6 +47,8 @@ from ._sql import (
     LEASE_CLEARED,
     MESSAGE_INSERT,
     NEXT_MESSAGE,
+    STREAM_APPEND,
+    STREAM_READ,
     TERMINAL_SQL,
     WAKE_RECEIVER,
     WORKER_SELECT,
@@ -683,6 +686,23 @@ class SqliteStore:
             cur.execute(EVENT_UPSERT.format(p="?"), (fence.execution_id, name, dumps(value), now))
             self._insert_entries(cur, fence.execution_id, [entry])
         self._notify()
+
+    async def write_stream(
+        self, fence: Fence, entry: JournalEntry, name: str, value: JSON, closed: bool
+    ) -> None:
+        with self._tx() as cur:
+            now = self._fence(cur, fence)
+            run_id = fence.execution_id
+            cur.execute(
+                STREAM_APPEND.format(p="?"),
+                (run_id, name, dumps(value), int(closed), now, run_id, name),
+            )
+            self._insert_entries(cur, run_id, [entry])
+        self._notify()
+
+    async def read_stream(self, run_id: str, name: str, after: int) -> list[StreamItem]:
+        rows = self._read(STREAM_READ.format(p="?"), (run_id, name, after))
+        return [StreamItem(seq, loads(value), bool(closed)) for seq, value, closed in rows]
 
     async def get_events(self, run_id: str) -> dict[str, JSON]:
         rows = self._read("SELECT name, value FROM flowz_events WHERE run_id = ?", (run_id,))
