@@ -187,12 +187,13 @@ def messages_in_order(url: str, n: int) -> tuple[float, float]:
 
     async def main() -> tuple[float, float]:
         async with flowz.Client(url, settings=flowz.Settings(progress=False)) as client:
-            handle = await client.start(drain, n)
+            run = drain.options(id="drain")
+            handle = await client.start(run, n)
             started = time.perf_counter()
             for i in range(n):
                 await handle.send("m", i)
             sent = time.perf_counter()
-            assert await client.run(drain, n) == n
+            assert await client.run(run, n) == n
             return sent - started, time.perf_counter() - sent
 
     return anyio.run(main)

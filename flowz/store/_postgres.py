@@ -36,7 +36,6 @@ from ._sql import (
     JOURNAL_SELECT,
     LEASE_CLEARED,
     MESSAGE_INSERT,
-    NEXT_MESSAGE,
     STREAM_APPEND,
     STREAM_READ,
     TERMINAL_SQL,
@@ -67,6 +66,18 @@ _NOW = "extract(epoch from clock_timestamp())::float8"
 _CANCEL_DESCENDANTS = cancel_descendants_sql("%s", _NOW)
 _MIGRATION_LOCK = 0x666C6F777A  # pg_advisory_xact_lock key: one migrator at a time
 #: Takes the execution for this write (fenced by its token) and stamps updated_at.
+_JOURNAL_INSERT = (
+    f"INSERT INTO flowz_journal ({JOURNAL_COLUMNS}) "
+    f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) {_JOURNAL_UPSERT}"
+)
+# A receive's look, one row: the journal entry at its position (a repeated call), and
+# the oldest unread message of its topic (params: id, position, id, topic).
+_RECEIVE_LOOK = (
+    "SELECT j.status, j.output, m.seq, m.value FROM (SELECT 1) AS one "
+    "LEFT JOIN flowz_journal j ON j.execution_id = %s AND j.position = %s "
+    "LEFT JOIN LATERAL (SELECT seq, value FROM flowz_messages WHERE run_id = %s "
+    "AND topic = %s AND consumed_at IS NULL ORDER BY seq LIMIT 1) m ON true"
+)
 _FENCE = (
     f"UPDATE flowz_executions SET updated_at = {_NOW} "
     "WHERE id = %s AND claim_token = %s AND status = 'running'"
@@ -562,9 +573,13 @@ class PostgresStore:
             # The execution's row lock orders sends (seq) and a send after a receive
             # that is about to suspend: the receive holds it until it commits.
             await cur.execute(
-                "SELECT kind, status FROM flowz_executions WHERE id = %s FOR UPDATE", (run_id,)
+                f"SELECT kind, status, {_NOW} FROM flowz_executions WHERE id = %s FOR UPDATE",
+                (run_id,),
             )
-            check_message_target(run_id, await cur.fetchone(), f"at {self.db.safe_url()}")
+            found = await cur.fetchone()
+            check_message_target(run_id, found, f"at {self.db.safe_url()}")
+            assert found is not None
+            now = float(found[2])
             if idempotency_key is not None:
                 await cur.execute(
                     "SELECT 1 FROM flowz_messages WHERE run_id = %s AND idempotency_key = %s",
@@ -572,49 +587,65 @@ class PostgresStore:
                 )
                 if await cur.fetchone():
                     return False
-            now = await self._now(cur)
+            # One statement: the message, and the receiver woken if it waits on the topic.
+            message = (run_id, topic, dumps(value), idempotency_key, now, run_id)
             await cur.execute(
-                MESSAGE_INSERT.format(p="%s"),
-                (run_id, topic, dumps(value), idempotency_key, now, run_id),
+                f"WITH sent AS ({MESSAGE_INSERT.format(p='%s')}) {WAKE_RECEIVER.format(p='%s')}",
+                (*message, now, now, run_id, run_id, topic),
             )
-            await cur.execute(WAKE_RECEIVER.format(p="%s"), (now, now, run_id, run_id, topic))
-            await self._announce(cur)
+            if cur.rowcount:
+                await self._announce(cur)
         return True
 
     @retried
     async def receive(
         self, fence: Fence, position: int, topic: str, deadline: float | None
     ) -> tuple[bool, JSON]:
+        # Three statements, each after the last (not one CTE): the fence takes the
+        # execution's row lock first, so the reads after it see a send that held it.
         async with self.db.transaction() as cur:
-            await self._fence(cur, fence)  # the row lock: a send waits until this commits
-            now = await self._now(cur)
-            taken = await self._journaled(cur, fence.execution_id, position)
-            await cur.execute(NEXT_MESSAGE.format(p="%s"), (fence.execution_id, topic))
-            message = await cur.fetchone()
+            await cur.execute(f"{_FENCE} RETURNING updated_at", (fence.execution_id, fence.token))
+            fenced = await cur.fetchone()
+            if fenced is None:
+                raise LeaseLost(fence.execution_id)
+            now = float(fenced[0])
+            execution_id = fence.execution_id
+            await cur.execute(_RECEIVE_LOOK, (execution_id, position, execution_id, topic))
+            found = await cur.fetchone()
+            assert found is not None  # one row, always
+            taken = None if found[0] is None else found[:2]
+            message = None if found[2] is None else found[2:]
             outcome, value = receive_outcome(taken, message, deadline, now)
             if outcome == "taken":
                 return True, value
+            entry = journal_params(
+                fence.execution_id, receive_entry(position, topic, outcome, value, deadline, now)
+            )
             if outcome == "message":
                 assert message is not None
                 await cur.execute(
-                    "UPDATE flowz_messages SET consumed_at = %s WHERE run_id = %s AND seq = %s",
-                    (now, fence.execution_id, message[0]),
+                    "WITH consumed AS (UPDATE flowz_messages SET consumed_at = %s "
+                    "WHERE run_id = %s AND seq = %s) "
+                    f"{_JOURNAL_INSERT}",
+                    (now, fence.execution_id, message[0], *entry),
                 )
-            entry = receive_entry(position, topic, outcome, value, deadline, now)
-            await self._insert_entries(cur, fence.execution_id, [entry])
-            if outcome != "wait":
                 return True, value
+            if outcome == "timeout":
+                await cur.execute(_JOURNAL_INSERT, entry)
+                return True, None
             await cur.execute(
-                f"UPDATE flowz_executions SET status = %s, run_at = %s, {LEASE_CLEARED}, "
-                "updated_at = %s WHERE id = %s",
+                "WITH suspended AS (UPDATE flowz_executions SET status = %s, run_at = %s, "
+                f"{LEASE_CLEARED}, updated_at = %s WHERE id = %s) {_JOURNAL_INSERT}",
                 (
                     "waiting" if deadline is None else "pending",
                     now if deadline is None else deadline,
                     now,
                     fence.execution_id,
+                    *entry,
                 ),
             )
-            await self._announce(cur)
+            if deadline is not None:
+                await self._announce(cur)  # idle workers learn of the new due time
         return False, None
 
     @retried
