@@ -564,8 +564,9 @@ class PostgresStore:
             await self._announce(cur)
         self.db.notify_local()
 
-    @retried
     # -- messages and events ---------------------------------------------------
+    # Not retried after a broken connection: the send may have committed. A caller
+    # that retries should give an idempotency key.
     async def send_message(
         self, run_id: str, topic: str, value: JSON, idempotency_key: str | None
     ) -> bool:
@@ -703,6 +704,7 @@ class PostgresStore:
         assert found is not None
         return float(found[0])
 
+    @retried
     async def release(self, fence: Fence) -> None:
         async with self.db.transaction() as cur:
             await cur.execute(
