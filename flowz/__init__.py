@@ -34,6 +34,7 @@ from ._decorators import workflow as workflow
 from ._gather import gather_durable as gather_durable
 from ._gather import schedule as schedule
 from ._gather import wait_all as wait_all
+from ._gather import wait_first as wait_first
 from ._messages import close_stream as close_stream
 from ._messages import recv as recv
 from ._messages import send as send
@@ -105,6 +106,7 @@ __all__ = [
     "step",
     "uuid4",
     "wait_all",
+    "wait_first",
     "workflow",
     "write_stream",
 ]

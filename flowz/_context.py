@@ -84,6 +84,12 @@ class ExecutionContext(ABC):
     async def wait(self, handles: Sequence[StepHandle[Any]], return_exceptions: bool) -> list[Any]:
         """Suspend until the children behind `handles` end; their results in handle order."""
 
+    @abstractmethod
+    async def wait_first(
+        self, handles: Sequence[StepHandle[Any]], return_exceptions: bool
+    ) -> tuple[int, Any]:
+        """Suspend until one of the children behind `handles` ends; its index and result."""
+
     async def wait_one(self, handle: StepHandle[T]) -> T:
         """Suspend until the child behind `handle` ends; its result (or its error raised)."""
         results = await self.wait([handle], return_exceptions=False)

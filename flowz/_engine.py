@@ -333,6 +333,51 @@ class _Attempt(ExecutionContext):
         self.bus.publish(RunSuspended(self.row.id, "children", None, time.time()))
         raise _Suspend
 
+    @_escapes_the_body
+    async def wait_first(
+        self, handles: Sequence[StepHandle[Any]], return_exceptions: bool
+    ) -> tuple[int, Any]:
+        wait_position = self._next()
+        entry = self._replayed(wait_position, "flowz.wait_first", EntryKind.FIRST)
+        if entry is None:
+            positions = sorted({h.position for h in handles})
+            entries, children = self._entries, self._children
+            self._entries, self._children = [], []
+            while True:
+                chosen = None if entries else await self._first_ended(handles)
+                if chosen is not None:
+                    break
+                if await self.store.wait_for_children(
+                    self.fence, wait_position, positions, entries, children, first=True
+                ):
+                    self.bus.publish(RunSuspended(self.row.id, "children", None, time.time()))
+                    raise _Suspend
+                entries, children = [], []
+            now = self.now()
+            # The choice is journaled: a replay takes the same child, whatever ended since.
+            choice = JournalEntry(
+                wait_position, EntryKind.FIRST, "flowz.wait_first", "succeeded",
+                output={"index": chosen}, started_at=now, finished_at=now,
+            )  # fmt: skip
+            await self._append(choice)
+        else:
+            chosen = int(json_number(json_object(entry.output)["index"]))
+        results = await self._results([handles[chosen]], return_exceptions)
+        assert results is not None  # the chosen child has ended
+        return chosen, results[0]
+
+    async def _first_ended(self, handles: Sequence[StepHandle[Any]]) -> int | None:
+        """The index of the handle whose child ended first (then the lowest index), or None."""
+        rows = await self.store.child_results(self.row.id, sorted({h.position for h in handles}))
+        by_key = {(r.position, r.child_index): r for r in rows}
+        ended = [
+            (row.finished_at or 0.0, i)
+            for i, handle in enumerate(handles)
+            if (row := by_key.get((handle.position, handle.index))) is not None
+            and Status(row.status).is_terminal
+        ]
+        return min(ended)[1] if ended else None
+
     async def _results(
         self, handles: Sequence[StepHandle[Any]], return_exceptions: bool
     ) -> list[Any] | None:

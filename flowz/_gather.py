@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable
-from typing import Any, Literal, TypeVar, overload
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal, TypeVar, cast, overload
 
 from ._context import DurableCall, ExecutionContext, StepHandle, current_context
 from .errors import UsageError
@@ -71,6 +71,33 @@ async def wait_all(
             )
     ctx = _require_context("flowz.wait_all()")
     return await ctx.wait(handles, return_exceptions)
+
+
+async def wait_first(
+    handles: Sequence[StepHandle[T]], *, return_exceptions: bool = False
+) -> tuple[int, T]:
+    """Suspend until the first of the children behind `handles` ends: its index and result.
+
+    The workflow holds no worker while it waits. Which child came first is journaled,
+    so a replay takes the same one. The others keep running: await them, pass them
+    to `wait_all`, or leave them, and the workflow's end cancels what is unfinished.
+    If the first child failed, its error is raised (or, with `return_exceptions=True`,
+    returned as the result).
+
+    Examples:
+        >>> fast, slow = flowz.schedule(mirror_a(url)), flowz.schedule(mirror_b(url))
+        >>> index, page = await flowz.wait_first([fast, slow])
+    """
+    ctx = _require_context("flowz.wait_first()")
+    handles = list(handles)
+    if not handles:
+        raise UsageError("flowz.wait_first() needs at least one handle from flowz.schedule()")
+    for handle in handles:
+        if not isinstance(handle, StepHandle):
+            raise UsageError(
+                f"flowz.wait_first() takes handles from flowz.schedule(), got {handle!r}"
+            )
+    return cast(tuple[int, T], await ctx.wait_first(handles, return_exceptions))
 
 
 @overload

@@ -56,6 +56,7 @@ class EntryKind(StrEnum):
     SEND = "send"
     EVENT = "event"
     STREAM = "stream"
+    FIRST = "first"  #: which child a wait_first took
 
 
 def json_object(value: JSON) -> dict[str, JSON]:

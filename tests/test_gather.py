@@ -7,6 +7,7 @@ import datetime as dt
 import enum
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
 import anyio
 import pydantic
@@ -14,7 +15,7 @@ import pytest
 
 import flowz
 from flowz import Settings, gather_durable, step, workflow
-from flowz.store import open_store
+from flowz.store import Store, open_store
 from flowz.store._protocol import ExecutionRow
 
 calls: Counter[str] = Counter()
@@ -259,3 +260,108 @@ def test_typed_values_round_trip_as_the_same_types(database_url: str) -> None:
     again = flowz.run(typed.options(id="typed"), order)
     assert again == (inline, child, mapping)
     assert isinstance(again[2]["p"], Point)
+
+
+released: dict[str, anyio.Event] = {}
+
+
+@step
+async def quick(tag: str) -> str:
+    return tag
+
+
+@step
+async def held(tag: str) -> str:
+    await released["held"].wait()  # until the test lets it go (or it is cancelled)
+    return tag
+
+
+@step
+async def broken(tag: str) -> str:
+    raise ValueError(f"{tag} broke")
+
+
+@workflow
+async def race(first_fails: bool) -> str:
+    slow = flowz.schedule(held("slow"))
+    fast = flowz.schedule(broken("fast") if first_fails else quick("fast"))
+    index, value = await flowz.wait_first([slow, fast], return_exceptions=True)
+    await flowz.sleep(0.01)  # suspend and replay: the choice must come from the journal
+    return f"{index}:{value!r}"
+
+
+def test_wait_first_takes_the_first_child_to_end_and_the_run_cancels_the_rest(
+    database_url: str,
+) -> None:
+    async def main() -> tuple[str, str, list[ExecutionRow]]:
+        released["held"] = anyio.Event()
+        async with flowz.Client() as client:
+            won = await client.run(race.options(id="race-ok", progress=False), False)
+            failed = await client.run(race.options(id="race-bad", progress=False), True)
+            return won, failed, await client.store.list_executions("race-ok")
+
+    won, failed, rows = anyio.run(main)
+    assert won == "1:'fast'"
+    assert failed == "1:ValueError('fast broke')"  # returned, with return_exceptions
+    statuses = {r.id: r.status for r in rows}
+    assert statuses == {
+        "race-ok": "succeeded",
+        "race-ok/0/0": "cancelled",  # the slow one, cancelled when the run ended
+        "race-ok/1/0": "succeeded",
+    }
+
+
+@workflow
+async def race_then_wait() -> str:
+    slow, fast = flowz.schedule(held("slow")), flowz.schedule(quick("fast"))
+    index, value = await flowz.wait_first([slow, fast])
+    await flowz.recv("go")  # suspended here: the next attempt replays wait_first
+    return f"{index}:{value!r}"
+
+
+async def until(store: Store, check: Callable[[], Awaitable[bool]]) -> None:
+    with anyio.fail_after(20):
+        while True:
+            mark = store.change_mark()
+            if await check():
+                return
+            await store.wait_for_change(1.0, mark)
+
+
+def test_a_replay_of_wait_first_takes_the_journaled_child(database_url: str) -> None:
+    """Both children have ended when the run replays: the journal, not the clock, decides."""
+    from tests.test_store_contract import execute_sql
+
+    async def main() -> str:
+        released["held"] = anyio.Event()
+        async with flowz.Client() as client, anyio.create_task_group() as tg:
+            store = client.store
+            run = race_then_wait.options(id="race-replay", progress=False)
+            outcome: list[str] = []
+
+            async def run_it() -> None:
+                outcome.append(await client.run(run))
+
+            async def waiting_for_go() -> bool:
+                recv = (await store.read_journal("race-replay")).get(3)
+                return recv is not None and recv.status == "waiting"
+
+            async def slow_ended() -> bool:
+                row = await store.get_execution("race-replay/0/0")
+                return row is not None and row.status == "succeeded"
+
+            tg.start_soon(run_it)
+            await until(store, waiting_for_go)
+            assert (await store.read_journal("race-replay"))[2].output == {"index": 1}
+            # Rewrite the journaled choice as if the slow child had won; let it end.
+            await execute_sql(
+                store,
+                "UPDATE flowz_journal SET output = '{\"index\": 0}' "
+                "WHERE execution_id = 'race-replay' AND position = 2",
+            )
+            released["held"].set()
+            await until(store, slow_ended)
+            await client.send("race-replay", "go", None)
+        return outcome[0]
+
+    assert anyio.run(main) == "0:'slow'"

@@ -440,6 +440,7 @@ class PostgresStore:
         positions: Sequence[int],
         entries: Sequence[JournalEntry] = (),
         children: Sequence[NewExecution] = (),
+        first: bool = False,
     ) -> bool:
         async with self.db.transaction() as cur:
             # Lock the parent first: a child's completion locks child then parent, and
@@ -447,6 +448,14 @@ class PostgresStore:
             await self._fence(cur, fence)
             await self._insert_entries(cur, fence.execution_id, entries)
             await self._insert_executions(cur, children)
+            if first:
+                await cur.execute(
+                    "SELECT 1 FROM flowz_executions WHERE parent_id = %s "
+                    f"AND position = ANY(%s) AND status IN ({TERMINAL_SQL}) LIMIT 1",
+                    (fence.execution_id, list(positions)),
+                )
+                if await cur.fetchone():
+                    return False
             await cur.execute(
                 "UPDATE flowz_executions SET awaited_at = %s WHERE parent_id = %s "
                 f"AND position = ANY(%s) AND status NOT IN ({TERMINAL_SQL})",
@@ -457,7 +466,7 @@ class PostgresStore:
                 await cur.execute(
                     "UPDATE flowz_executions SET status = 'waiting', wait_position = %s, "
                     f"wait_count = %s, {LEASE_CLEARED} WHERE id = %s",
-                    (wait_position, waiting_on, fence.execution_id),
+                    (wait_position, 1 if first else waiting_on, fence.execution_id),
                 )
             if children:
                 await self._announce(cur)

@@ -260,11 +260,13 @@ class Store(Protocol):
         positions: Sequence[int],
         entries: Sequence[JournalEntry] = (),
         children: Sequence[NewExecution] = (),
+        first: bool = False,
     ) -> bool:
         """Insert entries and children, then suspend on the children at `positions`.
 
         In one transaction; returns False (and does not suspend) if every one of
-        those children has already ended.
+        those children has already ended. With `first`, it suspends only while none
+        of them has ended, until one does.
         """
 
     async def child_results(self, parent_id: str, positions: Sequence[int]) -> list[ExecutionRow]:

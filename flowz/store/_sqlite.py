@@ -511,12 +511,22 @@ class SqliteStore:
         positions: Sequence[int],
         entries: Sequence[JournalEntry] = (),
         children: Sequence[NewExecution] = (),
+        first: bool = False,
     ) -> bool:
         now = self.clock.now()
         with self._tx() as cur:
             self._fence(cur, fence)
             self._insert_entries(cur, fence.execution_id, entries)
             self._insert_executions(cur, children, now)
+            if first and any(
+                cur.execute(
+                    f"SELECT 1 FROM flowz_executions WHERE parent_id = ? AND position IN "
+                    f"({','.join('?' * len(chunk))}) AND status IN ({TERMINAL_SQL}) LIMIT 1",
+                    (fence.execution_id, *chunk),
+                ).fetchone()
+                for chunk in _chunks(positions)
+            ):
+                return False
             waiting_on = 0
             for chunk in _chunks(positions):
                 cur.execute(
@@ -530,7 +540,7 @@ class SqliteStore:
                 cur.execute(
                     "UPDATE flowz_executions SET status = 'waiting', wait_position = ?, "
                     f"wait_count = ?, {LEASE_CLEARED}, updated_at = ? WHERE id = ?",
-                    (wait_position, waiting_on, now, fence.execution_id),
+                    (wait_position, 1 if first else waiting_on, now, fence.execution_id),
                 )
         if children:
             self._notify()
