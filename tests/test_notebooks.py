@@ -70,3 +70,13 @@ def test_the_quickstart_notebook_runs_crashes_and_resumes(
     assert "328350" in text and "100/100" in text  # the first run: result and finished tree
     assert "before the crash," in text and "of 300 children had started" in text
     assert "True children run: 300 of 300" in text  # resumed: right result, all children ran
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_the_approval_notebook_waits_in_one_cell_for_a_send_from_another(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    text = execute("approval.ipynb", tmp_path, monkeypatch)
+    assert "status: waiting for approval" in text
+    assert "nb-order: charged 19.99" in text and "events: {'status': 'charging'}" in text
