@@ -51,6 +51,7 @@ from .errors import RegistrationError as RegistrationError
 from .errors import RunCancelledError as RunCancelledError
 from .errors import RunEndedError as RunEndedError
 from .errors import RunNotFoundError as RunNotFoundError
+from .errors import RunTimeoutError as RunTimeoutError
 from .errors import SchemaVersionError as SchemaVersionError
 from .errors import SerializationError as SerializationError
 from .errors import StepFailed as StepFailed
@@ -76,6 +77,7 @@ __all__ = [
     "RunHandle",
     "RunNotFoundError",
     "RunOptions",
+    "RunTimeoutError",
     "SchemaVersionError",
     "SerializationError",
     "Settings",

@@ -197,6 +197,9 @@ class Client:
         check_run_arguments(wf, kwargs)
         run_id = wf.run_options.id or str(uuid.uuid4())
         payload = wf.definition.codec.dump_args(args, kwargs)
+        deadlines = [time.time() + t for t in [wf.definition.options.timeout] if t is not None] + [
+            d.timestamp() for d in [wf.run_options.deadline] if d is not None
+        ]
         row, created = await self.store.create_run(
             NewExecution(
                 id=run_id,
@@ -205,6 +208,7 @@ class Client:
                 name=wf.name,
                 input=payload,
                 queue=self.settings.queue,
+                deadline=min(deadlines, default=None),
             )
         )
         if not created and (row.name != wf.name or row.parent_id is not None):

@@ -189,6 +189,8 @@ class RunOptions:
     #: True, False or a `flowz.progress.ProgressView` (default: the settings' `progress`);
     #: typed loosely here, below the views: `WorkflowFunction.options` types it.
     progress: object = None
+    #: When the run fails with RunTimeoutError (an aware datetime), if before its timeout.
+    deadline: _dt.datetime | None = None
 
 
 _RESERVED = ("id", "progress")

@@ -6,6 +6,7 @@ The decorated function objects sit at the top of the package: `wf.run()` and
 
 from __future__ import annotations
 
+import datetime
 import inspect
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, final, overload
@@ -74,19 +75,31 @@ class WorkflowFunction(DurableFunction[P, R]):
         return DurableCall(self.definition, args, kwargs)
 
     def options(
-        self, *, id: str | None = None, progress: bool | ProgressView | None = None
+        self,
+        *,
+        id: str | None = None,
+        progress: bool | ProgressView | None = None,
+        deadline: datetime.datetime | None = None,
     ) -> WorkflowFunction[P, R]:
-        """This workflow with run options: the run id, and the live view.
+        """This workflow with run options: the run id, the live view, a deadline.
 
         `id` makes starting idempotent: the same id never starts a second run, and a
         run started again after a crash resumes. `progress` is True, False or a
-        `flowz.progress.ProgressView` (default: FLOWZ_PROGRESS).
+        `flowz.progress.ProgressView` (default: FLOWZ_PROGRESS). `deadline` (an
+        aware datetime) fails the run with `flowz.RunTimeoutError` when it passes,
+        waiting included (the earlier of it and `@workflow(timeout=)` wins).
 
         Examples:
             >>> report = await crawl.options(id="crawl-2026-11-29").run(urls)
             >>> flowz.run(crawl.options(id="crawl-1", progress=False), urls)
         """
-        return cast(WorkflowFunction[P, R], self._replace_options(id=id, progress=progress))
+        if deadline is not None and deadline.tzinfo is None:
+            raise UsageError(
+                f"options(deadline={deadline!r}) has no time zone: pass an aware datetime, "
+                "like datetime.now(timezone.utc) + timedelta(hours=1)"
+            )
+        chosen = self._replace_options(id=id, progress=progress, deadline=deadline)
+        return cast(WorkflowFunction[P, R], chosen)
 
     async def run(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run to completion in this event loop (with an in-process worker); return the result.
@@ -218,7 +231,7 @@ class _StepDecorator(Protocol):
 def workflow(fn: Callable[P, Coroutine[Any, Any, R]], /) -> WorkflowFunction[P, R]: ...
 @overload
 def workflow(
-    *, name: str | None = None, registry: Registry | None = None
+    *, name: str | None = None, registry: Registry | None = None, timeout: float | None = None
 ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], WorkflowFunction[P, R]]: ...
 def workflow(
     fn: Callable[..., Any] | None = None,
@@ -226,6 +239,7 @@ def workflow(
     *,
     name: str | None = None,
     registry: Registry | None = None,
+    timeout: float | None = None,
 ) -> Any:
     """Make an async function a durable workflow.
 
@@ -233,6 +247,9 @@ def workflow(
     steps for I/O and `flowz.now()`/`uuid4()`/`random()` for what varies. With
     `registry=`, its runs are worked on by workers of that registry (`wf.run()`
     and a `flowz.Client` pick it up; `flowz worker --registry MODULE:ATTR`).
+    With `timeout=`, a run (or a child run) fails with `flowz.RunTimeoutError` that
+    many seconds after it was created, waiting included, and its unfinished
+    children are cancelled; a child never gets longer than its parent has left.
 
     Examples:
         >>> @workflow
@@ -240,9 +257,12 @@ def workflow(
         ...     pages = await gather_durable(*(fetch(u) for u in urls))
         ...     return len(pages)
     """
+    if timeout is not None and timeout <= 0:
+        raise UsageError(f"@workflow(timeout={timeout!r}): give seconds > 0, or None")
 
     def decorate(f: Callable[..., Any]) -> WorkflowFunction[Any, Any]:
         chosen = registry or default_registry()
-        return WorkflowFunction(_definition(f, Kind.WORKFLOW, name, StepOptions(), chosen), chosen)
+        options = StepOptions(timeout=timeout)
+        return WorkflowFunction(_definition(f, Kind.WORKFLOW, name, options, chosen), chosen)
 
     return decorate if fn is None else decorate(fn)

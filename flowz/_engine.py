@@ -5,7 +5,9 @@ Pure logic over the `Store` protocol: no SQL, no worker loop, no UI.
 
 from __future__ import annotations
 
+import datetime as _dt
 import functools
+import math
 import random
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -35,6 +37,7 @@ from .errors import (
     NonDeterminismError,
     RunCancelledError,
     RunNotFoundError,
+    RunTimeoutError,
     StepTimeoutError,
     StoreError,
     UnknownWorkflowError,
@@ -304,10 +307,20 @@ class _Attempt(ExecutionContext):
                 max_attempts=c.definition.options.max_attempts,
                 queue=self.row.queue,
                 priority=self.row.priority,
+                deadline=self._child_deadline(c.definition),
             )
             for i, c in enumerate(calls)
         )
         return handles
+
+    def _child_deadline(self, definition: Definition) -> float | None:
+        """A workflow child's deadline: its own timeout, never past this run's deadline."""
+        if definition.kind is not Kind.WORKFLOW:
+            return None  # a step child ends with its parent: the parent-close policy
+        timeout = definition.options.timeout
+        own = None if timeout is None else self.now() + timeout
+        deadlines = [d for d in (own, self.row.deadline) if d is not None]
+        return min(deadlines, default=None)
 
     @_escapes_the_body
     async def wait(self, handles: Sequence[StepHandle[Any]], return_exceptions: bool) -> list[Any]:
@@ -509,6 +522,19 @@ def _first_leaf(group: BaseExceptionGroup[_StoreFailed]) -> _StoreFailed:
     return first if isinstance(first, _StoreFailed) else _first_leaf(first)
 
 
+class _DeadlinePassed(Exception):
+    """The run's deadline passed before or while this attempt ran."""
+
+
+def _timeout_error(row: ExecutionRow) -> RunTimeoutError:
+    deadline = _dt.datetime.fromtimestamp(row.deadline or 0.0, _dt.UTC)
+    return RunTimeoutError(
+        f"run {row.id!r} ({row.name}) passed its deadline, {deadline:%Y-%m-%d %H:%M:%S} UTC "
+        "(waiting included); its unfinished children were cancelled. To give it more "
+        "time, raise @workflow(timeout=) or options(deadline=) and start it again"
+    )
+
+
 def _child_error(row: ExecutionRow) -> BaseException:
     if row.status == Status.CANCELLED:
         return RunCancelledError(f"child {row.name} ({row.id}) was cancelled")
@@ -584,13 +610,22 @@ async def _execute_workflow(
     attempt = _Attempt(store, claim, journal, bus)
     var = step_context()
     token = var.set(attempt)
+    left = math.inf if row.deadline is None else row.deadline - claim.now()
     try:
-        args, kwargs = definition.codec.load_args(row.input)
-        result = await definition.fn(*args, **kwargs)
-        if attempt.nondeterminism is not None:
-            raise attempt.nondeterminism  # swallowed by the body; still fatal
-        await attempt.flush()
-        output = definition.codec.dump_result(result)
+        with anyio.move_on_after(left) as deadline_scope:
+            if left <= 0:
+                raise _DeadlinePassed
+            args, kwargs = definition.codec.load_args(row.input)
+            result = await definition.fn(*args, **kwargs)
+            if attempt.nondeterminism is not None:
+                raise attempt.nondeterminism  # swallowed by the body; still fatal
+            await attempt.flush()
+            output = definition.codec.dump_result(result)
+        if deadline_scope.cancelled_caught:
+            raise _DeadlinePassed
+    except _DeadlinePassed:
+        await _finish(store, bus, claim, None, _timeout_error(row))
+        return
     except _Suspend:
         return
     except _StoreFailed as failed:

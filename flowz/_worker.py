@@ -282,8 +282,9 @@ class Worker:
 
         Lost work is what this worker runs but no longer holds: a cancelled run, or a
         lease that expired and was taken over. Every second in between, it stops lost
-        work (one read) and looks for a worker of this host whose process is gone, and
-        puts that one's work back at once.
+        work (one read), looks for a worker of this host whose process is gone, and
+        puts that one's work back at once, and makes runs past their deadline runnable
+        (a read; a write only when there is one), so that a worker fails them.
         """
         interval = self.settings.lease_seconds / 3
         tick = min(_NEIGHBOUR_SECONDS, interval)
@@ -294,6 +295,7 @@ class Worker:
                 try:
                     await self._stop_lost()
                     await self._reap_dead_neighbours()
+                    await self.store.expire()  # runs past their deadline fail within ~1 s
                 except Exception:
                     log.exception("flowz worker %s: looking for lost work failed", self.id)
                 continue

@@ -133,6 +133,13 @@ class RunCancelledError(WorkflowError):
     """The run was cancelled."""
 
 
+class RunTimeoutError(WorkflowError, TimeoutError):
+    """The workflow run passed its deadline (`@workflow(timeout=)` or `options(deadline=)`).
+
+    Its unfinished children were cancelled with it.
+    """
+
+
 class UnknownWorkflowError(WorkflowError, LookupError):
     """No function is registered under this journal name in this process."""
 

@@ -98,7 +98,8 @@ def test_a_v1_database_is_upgraded_in_place_and_its_run_finishes(
     assert upgraded.stdout.splitlines() == [
         "v2: index ix_flowz_executions_runs: list top-level runs newest first without a scan",
         "v3: flowz_workers.queue and .names: say which worker could take a waiting run",
-        "v4: flowz_messages, flowz_events and flowz_streams: talk to running workflows",
+        "v4: flowz_messages, flowz_events and flowz_streams: talk to running workflows; "
+        "flowz_executions.deadline",
         "schema at v4",
     ]
     again = flowz_command(v1_database, "db", "upgrade")

@@ -128,13 +128,16 @@ async def test_an_older_schema_is_refused_until_flowz_db_upgrade(store: Store) -
         await execute_sql(store, f"ALTER TABLE flowz_workers DROP COLUMN {column}")
     for table in ("flowz_messages", "flowz_events", "flowz_streams"):
         await execute_sql(store, f"DROP TABLE {table}")
+    await execute_sql(store, "DROP INDEX ix_flowz_executions_deadline")
+    await execute_sql(store, "ALTER TABLE flowz_executions DROP COLUMN deadline")
     flowz.store._current.clear()
     with pytest.raises(SchemaVersionError, match=r"v1 and this flowz needs v4: run `flowz db up"):
         await open_store(settings_of(store))
     assert await upgrade_schema(settings_of(store)) == [
         "v2: index ix_flowz_executions_runs: list top-level runs newest first without a scan",
         "v3: flowz_workers.queue and .names: say which worker could take a waiting run",
-        "v4: flowz_messages, flowz_events and flowz_streams: talk to running workflows",
+        "v4: flowz_messages, flowz_events and flowz_streams: talk to running workflows; "
+        "flowz_executions.deadline",
     ]
     assert await upgrade_schema(settings_of(store)) == []  # nothing left to do
     reopened = await open_store(settings_of(store))

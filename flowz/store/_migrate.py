@@ -45,8 +45,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         4,
-        "flowz_messages, flowz_events and flowz_streams: talk to running workflows",
+        "flowz_messages, flowz_events and flowz_streams: talk to running workflows; "
+        "flowz_executions.deadline",
         (
+            "ALTER TABLE flowz_executions ADD COLUMN deadline FLOAT",
+            "CREATE INDEX ix_flowz_executions_deadline ON flowz_executions (deadline) "
+            "WHERE deadline IS NOT NULL",
             "CREATE TABLE flowz_messages (run_id VARCHAR NOT NULL, seq INTEGER NOT NULL, "
             "topic VARCHAR NOT NULL, value TEXT NOT NULL, idempotency_key VARCHAR, "
             "created_at FLOAT NOT NULL, consumed_at FLOAT, PRIMARY KEY (run_id, seq))",

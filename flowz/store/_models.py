@@ -41,6 +41,13 @@ class FlowzExecution(_Base, table=True):
             sqlite_where=text("parent_id IS NULL"),
             postgresql_where=text("parent_id IS NULL"),
         ),
+        # Since v4: executions with a deadline, for the workers' look for expired ones.
+        Index(
+            "ix_flowz_executions_deadline",
+            "deadline",
+            sqlite_where=text("deadline IS NOT NULL"),
+            postgresql_where=text("deadline IS NOT NULL"),
+        ),
         Index(
             "ix_flowz_executions_lease",
             "lease_expires_at",
@@ -77,6 +84,8 @@ class FlowzExecution(_Base, table=True):
     updated_at: float
     started_at: float | None = None
     finished_at: float | None = None
+    #: Since v4: when a workflow run fails with RunTimeoutError (epoch seconds).
+    deadline: float | None = None
 
 
 class FlowzJournal(_Base, table=True):

@@ -32,6 +32,7 @@ from ._sql import (
     CLAIM_ORDER,
     EVENT_UPSERT,
     EXECUTION_COLUMNS,
+    EXPIRED,
     JOURNAL_COLUMNS,
     JOURNAL_SELECT,
     LEASE_CLEARED,
@@ -86,12 +87,12 @@ _FENCE = (
 # One statement for any width: arrays unnested server-side, no per-child round trip.
 _INSERT_EXECUTIONS = (
     "INSERT INTO flowz_executions (id, root_id, parent_id, position, child_index, kind, "
-    "name, input, status, attempt, max_attempts, run_at, queue, priority, wait_count, "
-    "created_at, updated_at) "
+    "name, input, status, attempt, max_attempts, run_at, queue, priority, deadline, "
+    "wait_count, created_at, updated_at) "
     f"SELECT i, r, p, pos, ci, k, n, inp, 'pending', 0, ma, coalesce(ra, {_NOW}), q, pr, "
-    f"0, {_NOW}, {_NOW} FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], "
+    f"dl, 0, {_NOW}, {_NOW} FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], "
     "%s::int[], %s::text[], %s::text[], %s::text[], %s::int[], %s::float8[], %s::text[], "
-    "%s::int[]) AS t(i, r, p, pos, ci, k, n, inp, ma, ra, q, pr) "
+    "%s::int[], %s::float8[]) AS t(i, r, p, pos, ci, k, n, inp, ma, ra, q, pr, dl) "
     "ON CONFLICT (id) DO NOTHING"
 )
 
@@ -353,6 +354,21 @@ class PostgresStore:
                 (lease_seconds, worker_id, list(running)),
             )
             return {r[0] for r in await cur.fetchall()}
+
+    async def expire(self) -> int:
+        where = EXPIRED.format(p=_NOW)
+        if not await self.db.select(f"SELECT 1 {where} LIMIT 1", ()):
+            return 0
+        async with self.db.transaction() as cur:
+            await cur.execute(
+                f"UPDATE flowz_executions SET status = 'pending', run_at = {_NOW}, "
+                f"updated_at = {_NOW}, wait_position = NULL, wait_count = 0 "
+                f"WHERE id IN (SELECT id {where} FOR UPDATE SKIP LOCKED)"
+            )
+            woken = cur.rowcount
+            if woken:
+                await self._announce(cur)
+        return woken
 
     async def lost(self, worker_id: str, running: Sequence[str]) -> set[str]:
         held = await self.db.select(

@@ -53,6 +53,8 @@ class NewExecution:
     position: int | None = None
     child_index: int | None = None
     run_at: float | None = None
+    #: Epoch seconds (the database's clock) after which the workflow fails: RunTimeoutError.
+    deadline: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,7 @@ class ExecutionRow:
     updated_at: float
     started_at: float | None
     finished_at: float | None
+    deadline: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +227,12 @@ class Store(Protocol):
 
         Returns the ids of those it still holds. An execution the worker holds but no
         longer runs (its give-back failed) is not renewed: its lease lapses and it is reaped.
+        """
+
+    async def expire(self) -> int:
+        """Make workflow executions past their deadline runnable now, however they wait.
+
+        A worker that claims one fails it with RunTimeoutError. How many were woken.
         """
 
     async def lost(self, worker_id: str, running: Sequence[str]) -> set[str]:

@@ -21,6 +21,7 @@ from ._protocol import ExecutionRow, JournalEntry, NewExecution, WorkerRow
 __all__ = [
     "CLAIM_ORDER",
     "EVENT_UPSERT",
+    "EXPIRED",
     "EXECUTION_COLUMNS",
     "JOURNAL_COLUMNS",
     "JOURNAL_SELECT",
@@ -87,6 +88,11 @@ MESSAGE_INSERT = (
     "INSERT INTO flowz_messages (run_id, seq, topic, value, idempotency_key, created_at) "
     "SELECT {p}, COALESCE(MAX(seq), 0) + 1, {p}, {p}, {p}, {p} FROM flowz_messages "
     "WHERE run_id = {p}"
+)
+#: Executions past their deadline that wait or sleep beyond it (params: now, now).
+EXPIRED = (
+    "FROM flowz_executions WHERE deadline IS NOT NULL AND deadline <= {p} "
+    "AND (status = 'waiting' OR (status = 'pending' AND run_at > {p}))"
 )
 #: Wake an execution suspended in a receive on a topic (params: now, now, id, id, topic).
 WAKE_RECEIVER = (
@@ -234,7 +240,7 @@ def new_execution_params(e: NewExecution) -> tuple[Any, ...]:
     """The insert values of a new execution.
 
     In order: id, root_id, parent_id, position, child_index, kind, name, input,
-    max_attempts, run_at, queue, priority.
+    max_attempts, run_at, queue, priority, deadline.
     """
     return (
         e.id,
@@ -249,6 +255,7 @@ def new_execution_params(e: NewExecution) -> tuple[Any, ...]:
         e.run_at,
         e.queue,
         e.priority,
+        e.deadline,
     )
 
 

@@ -42,6 +42,7 @@ from ._sql import (
     CLAIM_ORDER,
     EVENT_UPSERT,
     EXECUTION_COLUMNS,
+    EXPIRED,
     JOURNAL_COLUMNS,
     JOURNAL_SELECT,
     LEASE_CLEARED,
@@ -220,8 +221,8 @@ class SqliteStore:
         cur.executemany(
             "INSERT OR IGNORE INTO flowz_executions (id, root_id, parent_id, position, "
             "child_index, kind, name, input, status, attempt, max_attempts, run_at, queue, "
-            "priority, wait_count, created_at, updated_at) "
-            "VALUES (?,?,?,?,?,?,?,?,'pending',0,?,?,?,?,0,?,?)",
+            "priority, deadline, wait_count, created_at, updated_at) "
+            "VALUES (?,?,?,?,?,?,?,?,'pending',0,?,?,?,?,?,0,?,?)",
             [
                 (*p[:9], now if p[9] is None else p[9], *p[10:], now, now)
                 for p in map(new_execution_params, executions)
@@ -440,6 +441,21 @@ class SqliteStore:
                 (now + lease_seconds, worker_id, dumps(list(running))),
             ).fetchall()
         return {r[0] for r in held}
+
+    async def expire(self) -> int:
+        now = self.clock.now()
+        where = EXPIRED.format(p="?")
+        if not self._read(f"SELECT 1 {where} LIMIT 1", (now, now)):
+            return 0  # the common case: a read, not the write lock
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE flowz_executions SET status = 'pending', run_at = ?, updated_at = ?, "
+                f"wait_position = NULL, wait_count = 0 WHERE id IN (SELECT id {where})",
+                (now, now, now, now),
+            )
+            woken = cur.rowcount
+        self._notify()
+        return woken
 
     async def lost(self, worker_id: str, running: Sequence[str]) -> set[str]:
         held = self._read(
