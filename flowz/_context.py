@@ -85,6 +85,10 @@ class ExecutionContext(ABC):
         """Suspend until the children behind `handles` end; their results in handle order."""
 
     @abstractmethod
+    async def cancel_child(self, handle: StepHandle[Any]) -> None:
+        """Cancel the child behind `handle` and its descendants, journaled."""
+
+    @abstractmethod
     async def wait_first(
         self, handles: Sequence[StepHandle[Any]], return_exceptions: bool
     ) -> tuple[int, Any]:
@@ -169,6 +173,21 @@ class StepHandle(Generic[T]):
 
     def __repr__(self) -> str:
         return f"<StepHandle {self.definition.name} at {self.position}.{self.index}>"
+
+    async def cancel(self) -> None:
+        """Cancel this child (and what it started) unless it has ended; journaled.
+
+        A pending child never starts; a running one is stopped within about a second.
+        Awaiting it afterwards raises RunCancelledError.
+
+        Examples:
+            >>> index, page = await flowz.wait_first([mirror_a, mirror_b])
+            >>> await (mirror_b if index == 0 else mirror_a).cancel()
+        """
+        ctx = current_context()
+        if ctx is None:
+            raise UsageError(f"{self!r}.cancel() was called outside the workflow that scheduled it")
+        await ctx.cancel_child(self)
 
     def __await__(self) -> Generator[Any, None, T]:
         ctx = current_context()

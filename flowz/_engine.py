@@ -379,6 +379,21 @@ class _Attempt(ExecutionContext):
         assert results is not None  # the chosen child has ended
         return chosen, results[0]
 
+    @_escapes_the_body
+    async def cancel_child(self, handle: StepHandle[Any]) -> None:
+        position = self._next()
+        if self._replayed(position, handle.definition.name, EntryKind.CANCEL) is not None:
+            return
+        await self.flush()  # the child may not be stored yet
+        now = self.now()
+        entry = JournalEntry(
+            position, EntryKind.CANCEL, handle.definition.name, "succeeded",
+            output={"position": handle.position, "index": handle.index},
+            started_at=now, finished_at=now,
+        )  # fmt: skip
+        child_id = f"{self.row.id}/{handle.position}/{handle.index}"
+        await self.store.cancel_child(self.fence, entry, child_id)
+
     async def _first_ended(self, handles: Sequence[StepHandle[Any]]) -> int | None:
         """The index of the handle whose child ended first (then the lowest index), or None."""
         rows = await self.store.child_results(self.row.id, sorted({h.position for h in handles}))

@@ -57,6 +57,7 @@ class EntryKind(StrEnum):
     EVENT = "event"
     STREAM = "stream"
     FIRST = "first"  #: which child a wait_first took
+    CANCEL = "cancel"  #: a child the workflow cancelled
 
 
 def json_object(value: JSON) -> dict[str, JSON]:

@@ -365,3 +365,27 @@ def test_a_replay_of_wait_first_takes_the_journaled_child(database_url: str) -> 
         return outcome[0]
 
     assert anyio.run(main) == "0:'slow'"
+
+
+@workflow
+async def race_and_cancel() -> str:
+    slow, fast = flowz.schedule(held("slow")), flowz.schedule(quick("fast"))
+    index, value = await flowz.wait_first([slow, fast])
+    await (slow if index == 1 else fast).cancel()
+    try:
+        await slow
+    except flowz.RunCancelledError:
+        return f"{value}, and the slow one was cancelled"
+    return "the slow one ended first"
+
+
+def test_a_workflow_cancels_the_child_it_no_longer_needs(database_url: str) -> None:
+    async def main() -> tuple[str, list[ExecutionRow]]:
+        released["held"] = anyio.Event()
+        async with flowz.Client() as client:
+            result = await client.run(race_and_cancel.options(id="rc", progress=False))
+            return result, await client.store.list_executions("rc")
+
+    result, rows = anyio.run(main)
+    assert result == "fast, and the slow one was cancelled"
+    assert {r.id: r.status for r in rows}["rc/0/0"] == "cancelled"

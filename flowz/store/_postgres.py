@@ -497,6 +497,20 @@ class PostgresStore:
         return [execution_row(r) for r in rows]
 
     @retried
+    async def cancel_child(self, fence: Fence, entry: JournalEntry, child_id: str) -> None:
+        async with self.db.transaction() as cur:
+            await self._fence(cur, fence)
+            await cur.execute(
+                f"UPDATE flowz_executions SET status = 'cancelled', finished_at = {_NOW}, "
+                f"updated_at = {_NOW}, {LEASE_CLEARED} WHERE id = %s AND parent_id = %s "
+                f"AND status NOT IN ({TERMINAL_SQL})",
+                (child_id, fence.execution_id),
+            )
+            await cur.execute(_CANCEL_DESCENDANTS, (child_id,))
+            await self._insert_entries(cur, fence.execution_id, [entry])
+            await self._announce(cur)
+
+    @retried
     async def suspend_until(self, fence: Fence, run_at: float, entry: JournalEntry | None) -> None:
         async with self.db.transaction() as cur:
             await self._fence(cur, fence)

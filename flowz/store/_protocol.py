@@ -278,6 +278,9 @@ class Store(Protocol):
         of them has ended, until one does.
         """
 
+    async def cancel_child(self, fence: Fence, entry: JournalEntry, child_id: str) -> None:
+        """Cancel one unfinished child and its descendants, and journal `entry`, together."""
+
     async def child_results(self, parent_id: str, positions: Sequence[int]) -> list[ExecutionRow]:
         """The children at these positions, by position then index."""
 

@@ -576,6 +576,19 @@ class SqliteStore:
             )
         return rows
 
+    async def cancel_child(self, fence: Fence, entry: JournalEntry, child_id: str) -> None:
+        with self._tx() as cur:
+            now = self._fence(cur, fence)
+            cur.execute(
+                "UPDATE flowz_executions SET status = 'cancelled', finished_at = ?, "
+                f"updated_at = ?, {LEASE_CLEARED} WHERE id = ? AND parent_id = ? "
+                f"AND status NOT IN ({TERMINAL_SQL})",
+                (now, now, child_id, fence.execution_id),
+            )
+            cur.execute(_CANCEL_DESCENDANTS, (child_id, now, now))
+            self._insert_entries(cur, fence.execution_id, [entry])
+        self._notify()
+
     async def suspend_until(self, fence: Fence, run_at: float, entry: JournalEntry | None) -> None:
         with self._tx() as cur:
             self._fence(cur, fence)
