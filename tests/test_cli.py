@@ -349,3 +349,23 @@ def test_verbose_says_which_database(cli_env: dict[str, str]) -> None:
     assert f"database  {url}" in done.stdout and "workers   0 live" in done.stdout
     missing = flowz({**cli_env, "FLOWZ_DATABASE_URL": "sqlite:////nonexistent/x.db"}, "info")
     assert missing.returncode == 1 and "no flowz database at '/nonexistent/x.db'" in missing.stderr
+
+
+def test_events_and_messages_across_processes(cli_env: dict[str, str]) -> None:
+    """A worker process runs the workflow; this process and `flowz` commands talk to it."""
+    env = {**cli_env, "FLOWZ_SHUTDOWN_GRACE_SECONDS": "1"}
+    assert flowz(env, "start", "tests.cli_app:approval", "--input", '["x-1"]', "--id", "xp").stdout
+    worker = start_worker(env, "tests.cli_app")
+    try:
+
+        async def status_event() -> object:
+            async with Client() as client:
+                return await client.handle("xp").get_event("status", timeout=30)
+
+        assert anyio.run(status_event) == "x-1: waiting"  # set in the worker process
+        assert flowz(env, "send", "xp", "decision", "--value", '{"verdict": "ok"}').returncode == 0
+        status_until(env, "xp", 'succeeded  result: "x-1: ok, then None"')
+        assert flowz(env, "stream", "xp", "log").stdout.splitlines()[0] == "x-1 received"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0

@@ -80,3 +80,4 @@ def test_the_approval_notebook_waits_in_one_cell_for_a_send_from_another(
     text = execute("approval.ipynb", tmp_path, monkeypatch)
     assert "status: waiting for approval" in text
     assert "nb-order: charged 19.99" in text and "events: {'status': 'charging'}" in text
+    assert "log: ['charging', 'the', 'card']" in text
