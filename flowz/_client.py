@@ -168,11 +168,12 @@ class Client:
 
     async def send(
         self, run_id: str, topic: str, value: Any, *, idempotency_key: str | None = None
-    ) -> None:
+    ) -> bool:
         """Send a message to a running workflow: its `flowz.recv(topic)` gets it, in order.
 
         A message sent before the workflow reaches `recv` is kept until it does. The
-        same `idempotency_key` twice stores one message (a webhook delivered twice).
+        same `idempotency_key` twice stores one message (a webhook delivered twice):
+        the repeat returns False, even after the run has ended, and stores nothing.
         Raises RunNotFoundError for an unknown run, RunEndedError for one that has
         ended, SerializationError for a value JSON cannot store.
 
@@ -180,7 +181,7 @@ class Client:
             >>> await client.send("order-7", "approval", {"approved": True})
         """
         payload = json_value(value, f"the message on {topic!r}")
-        await self.store.send_message(run_id, topic, payload, idempotency_key)
+        return await self.store.send_message(run_id, topic, payload, idempotency_key)
 
     @overload
     def handle(self, run_id: str) -> RunHandle[Any]: ...
@@ -402,15 +403,15 @@ class RunHandle(Generic[R]):
             )
         return cast(R, _outcome(row, self._definition))
 
-    async def send(self, topic: str, value: Any, *, idempotency_key: str | None = None) -> None:
-        """Send a message to this run (see `Client.send`).
+    async def send(self, topic: str, value: Any, *, idempotency_key: str | None = None) -> bool:
+        """Send a message to this run (see `Client.send`); False for a repeated key.
 
         Examples:
             >>> await handle.send("approval", {"approved": True})
         """
         payload = json_value(value, f"the message on {topic!r}")
         async with self._store() as store:
-            await store.send_message(self.id, topic, payload, idempotency_key)
+            return await store.send_message(self.id, topic, payload, idempotency_key)
 
     async def events(self) -> dict[str, Any]:
         """The latest value of each event the run has set with `flowz.set_event`."""

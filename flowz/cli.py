@@ -478,11 +478,13 @@ def send(
     """
     message = _json_argument(value, "--value")
 
-    async def deliver(store: Store) -> None:
-        await store.send_message(run_id, topic, json_value(message, "--value"), key)
+    async def deliver(store: Store) -> bool:
+        return await store.send_message(run_id, topic, json_value(message, "--value"), key)
 
-    _with_store(_settings(db), deliver)
-    typer.echo(f"{run_id}: sent on {topic!r}")
+    if _with_store(_settings(db), deliver):
+        typer.echo(f"{run_id}: sent on {topic!r}")
+    else:
+        typer.echo(f"{run_id}: already delivered with --key {key}: nothing stored")
 
 
 @app.command()

@@ -274,11 +274,12 @@ def test_one_name_however_the_module_is_named_and_status_says_who_could_run_it(
 
 def test_send_a_message_and_read_events_from_the_command_line(cli_env: dict[str, str]) -> None:
     code, out, _ = invoke("start", "tests.cli_app:approval", "--input", '["o-7"]', "--id", "ap")
-    for _ in range(2):  # delivered twice, stored once
-        code, out, _ = invoke(
-            "send", "ap", "decision", "--value", '{"verdict": "yes"}', "--key", "k1"
-        )
-        assert code == 0 and out.strip() == "ap: sent on 'decision'"
+    yes = '{"verdict": "yes"}'
+    sent = [invoke("send", "ap", "decision", "--value", yes, "--key", "k1") for _ in "ab"]
+    assert [(code, out.strip()) for code, out, _ in sent] == [
+        (0, "ap: sent on 'decision'"),
+        (0, "ap: already delivered with --key k1: nothing stored"),  # stored once
+    ]
     code, out, _ = invoke("run", "tests.cli_app:approval", "--input", '["o-7"]', "--id", "ap")
     assert code == 0 and out.strip() == '"o-7: yes, then None"'
     code, out, _ = invoke("events", "ap")
@@ -287,6 +288,8 @@ def test_send_a_message_and_read_events_from_the_command_line(cli_env: dict[str,
     assert json.loads(out) == {"status": "o-7: waiting"}
     code, out, _ = invoke("stream", "ap", "log")
     assert code == 0 and out.splitlines() == ["o-7 received", '{"verdict": "yes"}']
+    code, out, _ = invoke("send", "ap", "decision", "--value", yes, "--key", "k1")
+    assert code == 0 and out.strip() == "ap: already delivered with --key k1: nothing stored"
     code, _, error = invoke("send", "ap", "decision", "--value", "1")
     assert code == 1 and "'ap' has succeeded: a message sent to it would never be read" in str(
         error

@@ -555,9 +555,12 @@ async def test_messages_to_what_cannot_read_them_are_refused(store: Store) -> No
     del fence
     with pytest.raises(RunNotFoundError, match="no workflow run"):  # a step child
         await store.send_message("r1/0/0", "t", 1, None)
+    assert await store.send_message("r1", "t", 1, "hook-1")
     await store.cancel_run("r1")
     with pytest.raises(RunEndedError, match="run 'r1' has been cancelled: a message sent"):
         await store.send_message("r1", "t", 1, None)
+    # A webhook delivered again after the run ended: answered as a repeat, not an error.
+    assert not await store.send_message("r1", "t", 1, "hook-1")
 
 
 async def test_events_keep_the_latest_value_and_are_journaled(store: Store) -> None:

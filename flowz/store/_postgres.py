@@ -617,7 +617,8 @@ class PostgresStore:
                 (run_id,),
             )
             found = await cur.fetchone()
-            check_message_target(run_id, found, f"at {self.db.safe_url()}")
+            where = f"at {self.db.safe_url()}"
+            check_message_target(run_id, found, where, ended_ok=True)
             assert found is not None
             now = float(found[2])
             if idempotency_key is not None:
@@ -626,7 +627,8 @@ class PostgresStore:
                     (run_id, idempotency_key),
                 )
                 if await cur.fetchone():
-                    return False
+                    return False  # delivered before, even if the run has ended since
+            check_message_target(run_id, found, where)
             # One statement: the message, and the receiver woken if it waits on the topic.
             message = (run_id, topic, dumps(value), idempotency_key, now, run_id)
             await cur.execute(

@@ -300,7 +300,8 @@ class Store(Protocol):
         """Store a message for a workflow execution, in send order; False if a duplicate.
 
         Wakes the execution if it waits on `topic`. With an `idempotency_key` used
-        for this execution before, nothing is stored and the result is False.
+        for this execution before, nothing is stored and the result is False, even
+        if the execution has ended since.
         Raises RunNotFoundError for no such workflow execution, RunEndedError for one
         that has ended.
         """

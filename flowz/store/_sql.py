@@ -128,14 +128,17 @@ STREAM_READ = (
 )
 
 
-def check_message_target(run_id: str, found: Sequence[Any] | None, where: str) -> None:
+def check_message_target(
+    run_id: str, found: Sequence[Any] | None, where: str, *, ended_ok: bool = False
+) -> None:
     """Refuse a message to what is not a workflow execution, or to one that ended.
 
-    `found`: the execution's (kind, status), or None.
+    `found`: the execution's (kind, status), or None. `ended_ok`: only the first check
+    (a repeated idempotency key is answered before the run's end matters).
     """
     if found is None or found[0] != "workflow":
         raise RunNotFoundError(f"no workflow run with id {run_id!r} {where}: see `flowz list`")
-    if found[1] in TERMINAL_STATUSES:
+    if found[1] in TERMINAL_STATUSES and not ended_ok:
         raise RunEndedError(
             f"run {run_id!r} has {'been ' if found[1] == 'cancelled' else ''}{found[1]}: a "
             "message sent to it would never be read"

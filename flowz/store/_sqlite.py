@@ -665,7 +665,8 @@ class SqliteStore:
             found = cur.execute(
                 "SELECT kind, status FROM flowz_executions WHERE id = ?", (run_id,)
             ).fetchone()
-            check_message_target(run_id, found, f"in {str(self.path)!r}")
+            where = f"in {str(self.path)!r}"
+            check_message_target(run_id, found, where, ended_ok=True)
             if (
                 idempotency_key is not None
                 and cur.execute(
@@ -673,7 +674,8 @@ class SqliteStore:
                     (run_id, idempotency_key),
                 ).fetchone()
             ):
-                return False
+                return False  # delivered before, even if the run has ended since
+            check_message_target(run_id, found, where)
             cur.execute(
                 MESSAGE_INSERT.format(p="?"),
                 (run_id, topic, dumps(value), idempotency_key, now, run_id),
