@@ -133,17 +133,6 @@ def test_the_testing_tutorial_passes_under_pytest(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(120)
 def test_the_approval_example_waits_for_a_message_then_charges(tmp_path: Path) -> None:
-    env = {**os.environ}
-    env.pop("FLOWZ_DATABASE_URL", None)
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "approval.py")],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    lines = run_example(tmp_path, "approval.py").stdout.splitlines()
     assert lines[0] == "status: waiting for approval"
     assert lines[1].endswith(": charged 19.99") and lines[2] == "events: {'status': 'charging'}"
