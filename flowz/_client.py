@@ -198,9 +198,11 @@ class Client:
         check_run_arguments(wf, kwargs)
         run_id = wf.run_options.id or str(uuid.uuid4())
         payload = wf.definition.codec.dump_args(args, kwargs)
-        deadlines = [time.time() + t for t in [wf.definition.options.timeout] if t is not None] + [
-            d.timestamp() for d in [wf.run_options.deadline] if d is not None
-        ]
+        deadlines = []  # the earlier of the workflow's timeout and the run's deadline wins
+        if wf.definition.options.timeout is not None:
+            deadlines.append(time.time() + wf.definition.options.timeout)
+        if wf.run_options.deadline is not None:
+            deadlines.append(wf.run_options.deadline.timestamp())
         row, created = await self.store.create_run(
             NewExecution(
                 id=run_id,

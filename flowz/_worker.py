@@ -252,21 +252,24 @@ class Worker:
     async def _lost(self, claim: Claim) -> None:
         """Log why a write found the execution no longer this worker's.
 
-        Cancelled is expected; a takeover (this worker stalled past its lease) is a warning.
+        Cancelled is expected; a takeover by another worker (this one stalled past its
+        lease) is a warning.
         """
         with anyio.CancelScope(shield=True):
             try:
                 row = await self.store.get_execution(claim.execution.id)
             except StoreError:
                 row = None
-        if row is not None and row.status == "cancelled":
-            log.info("%s was cancelled: stopped it", claim.execution.id)
-        else:
+        if row is not None and row.lease_owner not in (None, self.id):
             log.warning(
-                "%s was taken over by another worker (this one held it past its lease): "
-                "its outcome here is dropped",
+                "%s was taken over by worker %s (this one held it past its lease): its "
+                "outcome here is dropped",
                 claim.execution.id,
+                row.lease_owner,
             )
+        else:  # cancelled, or it suspended or ended just before this write
+            status = "gone" if row is None else row.status
+            log.info("%s is no longer this worker's (%s): stopped it", claim.execution.id, status)
 
     async def _give_back(self, fence: Fence) -> None:
         """Release an execution this worker stopped running.
