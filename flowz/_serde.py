@@ -31,6 +31,7 @@ __all__ = [
     "json_value",
     "load_error",
     "loads",
+    "shortened",
 ]
 
 
@@ -54,7 +55,11 @@ def json_value(value: Any, what: str) -> JSON:
 
 def abbreviated(value: JSON, limit: int = 60) -> str:
     """`value` as JSON, cut to `limit` characters with an ellipsis."""
-    text = dumps(value)
+    return shortened(dumps(value), limit)
+
+
+def shortened(text: str, limit: int) -> str:
+    """`text`, cut to `limit` characters with an ellipsis."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -5,20 +5,22 @@ from __future__ import annotations
 import time
 
 from ._registry import same_function
-from .store._protocol import ExecutionRow, Store
+from .store._protocol import ExecutionRow, Store, WorkerRow
 
-__all__ = ["why_waiting"]
+__all__ = ["live_workers", "why_waiting"]
 
 _SHOWN_NAMES = 8
 
 
-async def why_waiting(store: Store, row: ExecutionRow, lease_seconds: float) -> str | None:
-    """What keeps a queued execution from starting, or None if a live worker could take it.
-
-    Live: a worker whose heartbeat (every third of a lease) came within the last lease.
-    """
+async def live_workers(store: Store, lease_seconds: float) -> list[WorkerRow]:
+    """Workers whose heartbeat (every third of a lease) came within the last lease."""
     now = time.time()
-    live = [w for w in await store.list_workers() if now - w.heartbeat_at <= lease_seconds]
+    return [w for w in await store.list_workers() if now - w.heartbeat_at <= lease_seconds]
+
+
+async def why_waiting(store: Store, row: ExecutionRow, lease_seconds: float) -> str | None:
+    """What keeps a queued execution from starting, or None if a live worker could take it."""
+    live = await live_workers(store, lease_seconds)
     if not live:
         return (
             f"no worker is running on this database: start one that imports the module "

@@ -24,7 +24,7 @@ from ._progress_model import ProgressModel
 from ._registry import Registry, default_registry
 from ._serde import error_fields, error_line, iso_time, json_value
 from ._types import Status
-from ._waiting import why_waiting
+from ._waiting import live_workers, why_waiting
 from ._worker import serve
 from .errors import FlowzError, NotAWorkflowError, RunNotFoundError, StoreError, UsageError
 from .store import Store, open_store, upgrade_schema
@@ -347,21 +347,28 @@ async def _run_row(store: Store, run_id: str) -> ExecutionRow:
     return row
 
 
+async def _queued_reason(store: Store, row: ExecutionRow, lease_seconds: float) -> str | None:
+    """Why a run no worker has started yet waits, or None if it started."""
+    if row.status != Status.PENDING or row.started_at is not None:
+        return None
+    return await why_waiting(store, row, lease_seconds) or "waiting for a free worker"
+
+
 async def _row_and_reason(
     store: Store, run_id: str, lease_seconds: float
 ) -> tuple[ExecutionRow, str | None]:
     """The run, and why it waits: for a worker to start it, or for a message."""
     row = await _run_row(store, run_id)
+    if row.started_at is None:
+        return row, await _queued_reason(store, row, lease_seconds)
     if row.status not in (Status.PENDING, Status.WAITING):
         return row, None
-    if row.started_at is not None:
-        journal = await store.read_journal(run_id)
-        last = journal[max(journal)] if journal else None
-        if last is None or last.kind != "recv" or last.status != "waiting":
-            return row, None
-        until = "" if row.status == Status.WAITING else f" until {iso_time(row.run_at)}"
-        return row, f"waiting for a message on {last.name!r}{until}: flowz send {run_id} ..."
-    return row, await why_waiting(store, row, lease_seconds) or "waiting for a free worker"
+    journal = await store.read_journal(run_id)
+    last = journal[max(journal)] if journal else None
+    if last is None or last.kind != "recv" or last.status != "waiting":
+        return row, None
+    until = "" if row.status == Status.WAITING else f" until {iso_time(row.run_at)}"
+    return row, f"waiting for a message on {last.name!r}{until}: flowz send {run_id} ..."
 
 
 @app.command()
@@ -443,7 +450,9 @@ def watch(run_id: RunId, db: DbOption = None) -> None:
     settings = _settings(db)
 
     async def look(store: Store) -> tuple[ProgressModel, str | None]:
-        _, reason = await _row_and_reason(store, run_id, settings.lease_seconds)
+        # A message wait is drawn in the tree; a run no worker took yet, only here.
+        row = await _run_row(store, run_id)
+        reason = await _queued_reason(store, row, settings.lease_seconds)
         return await ProgressModel.load(store, run_id), reason
 
     async def follow(store: Store) -> None:
@@ -552,11 +561,10 @@ def info(db: DbOption = None, as_json: JsonOption = False) -> None:
     settings = _settings(db)
 
     async def look(store: Store) -> tuple[int | None, list[WorkerRow]]:
-        return await store.schema_version(), await store.list_workers()
+        return await store.schema_version(), await live_workers(store, settings.lease_seconds)
 
-    schema, workers = _with_store(settings, look)
+    schema, live = _with_store(settings, look)
     now = time.time()
-    live = [w for w in workers if now - w.heartbeat_at <= settings.lease_seconds]
     if as_json:
         _echo_json(
             {

@@ -38,7 +38,7 @@ from ._events import (
     StepRetried,
 )
 from ._progress_model import GatherLine, ProgressModel, RunNode, StepLine
-from ._serde import abbreviated, dumps
+from ._serde import abbreviated, dumps, shortened
 from ._types import JSON
 from .store._protocol import ExecutionRow
 
@@ -184,8 +184,7 @@ def _arguments(stored: JSON, limit: int = 60) -> str:
     """`i=10, url="https://…"`: a call's stored arguments, cut to `limit` characters."""
     if not isinstance(stored, dict):
         return abbreviated(stored, limit)
-    text = ", ".join(f"{name}={dumps(value)}" for name, value in stored.items())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return shortened(", ".join(f"{name}={dumps(value)}" for name, value in stored.items()), limit)
 
 
 def render_failures(model: ProgressModel, limit: int | None = 5) -> RenderableType | None:
