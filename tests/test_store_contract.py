@@ -588,3 +588,69 @@ async def test_a_stream_is_appended_in_order_and_read_after_a_seq(store: Store) 
     ]
     assert [i.seq for i in await store.read_stream("r1", "out", 2)] == [3]
     assert await store.read_stream("r1", "other", 0) == []
+
+
+async def test_workers_record_their_queue_and_names(store: Store) -> None:
+    await store.register_worker("w1", "host", 1, "fast", ["a:f", "b:g"])
+    await store.register_worker("w1", "host", 1, "fast", ["a:f", "b:g", "c:h"])  # it grew
+    [worker] = await store.list_workers("host")
+    assert (worker.queue, worker.names) == ("fast", ("a:f", "b:g", "c:h"))
+
+
+async def test_a_wait_for_the_first_child_suspends_only_while_none_has_ended(
+    store: Store,
+) -> None:
+    await store.create_run(run_factory())
+    fence = await claim_one(store, names=["wf"])
+    children = [child_factory("r1", p, 0) for p in (0, 1)]
+    entries = [
+        JournalEntry(p, "schedule", "child", "scheduled", output={"width": 1}) for p in (0, 1)
+    ]
+    assert await store.wait_for_children(fence, 2, [0, 1], entries, children, first=True)
+    assert (await store.get_execution("r1")).status == "waiting"  # type: ignore[union-attr]
+    child = await claim_one(store, names=["child"])
+    await store.finish(child, "succeeded", 1, None)
+    assert (await store.get_execution("r1")).status == "pending", "one ended: it wakes"  # type: ignore[union-attr]
+    fence = await claim_one(store, names=["wf"])
+    assert not await store.wait_for_children(fence, 3, [0, 1], first=True), "one has ended"
+
+
+async def test_cancel_child_cancels_it_and_what_it_started(store: Store) -> None:
+    await store.create_run(run_factory())
+    fence = await claim_one(store, names=["wf"])
+    children = [child_factory("r1", 0, i, kind="workflow", name="wf") for i in range(2)]
+    entry = JournalEntry(0, "gather", "wf", "scheduled", output={"width": 2})
+    await store.schedule_children(fence, [entry], children)
+    await store.create_run(child_factory("r1/0/0", 0, 0))  # a grandchild, under r1/0/0
+    cancel = JournalEntry(1, "cancel", "wf", "succeeded", output={"position": 0, "index": 0})
+    await store.cancel_child(fence, cancel, "r1/0/0")
+    statuses = {r.id: r.status for r in await store.list_executions("r1")}
+    assert statuses == {
+        "r1": "running",
+        "r1/0/0": "cancelled",
+        "r1/0/0/0/0": "cancelled",
+        "r1/0/1": "pending",
+    }
+    assert (await store.read_journal("r1"))[1].kind == "cancel"
+
+
+async def test_expire_wakes_what_waits_or_sleeps_past_its_deadline(store: Store) -> None:
+    past, future = time.time() - 1, time.time() + 3600
+    for run_id, deadline in (("late", past), ("sleepy", past), ("early", future)):
+        await store.create_run(run_factory(run_id, deadline=deadline))
+        fence = await claim_one(store, names=["wf"])  # one at a time: this one
+        if run_id == "sleepy":
+            await store.suspend_until(fence, future, None)  # sleeping beyond its deadline
+        else:  # waiting on a message, no timeout
+            assert await store.receive(fence, 0, "t", None) == (False, None)
+    rows = {r: await store.get_execution(r) for r in ("late", "sleepy", "early")}
+    assert {r: row.status for r, row in rows.items() if row} == {
+        "late": "waiting",
+        "sleepy": "pending",
+        "early": "waiting",
+    }
+    assert await store.expire() == 2
+    assert await store.expire() == 0, "nothing left to wake"
+    woken = [r.execution.id for r in await store.claim("w1", NAMES, "default", 10, 30)]
+    assert sorted(woken) == ["late", "sleepy"]
+    assert (await store.get_execution("late")).deadline == past  # type: ignore[union-attr]
