@@ -159,3 +159,29 @@ async def test_bad_messages_get_clear_errors_and_store_nothing(database_url: str
         await flowz.recv("item")
     with pytest.raises(flowz.UsageError, match="inside a workflow"):
         await flowz.set_event("status", 1)
+
+
+@workflow
+async def bad_waits(case: str) -> object:
+    if case == "negative timeout":
+        return await flowz.recv("t", timeout=-1)
+    if case == "no handles":
+        return await flowz.wait_first([])
+    return await flowz.wait_first([object()])  # type: ignore[list-item]
+
+
+async def test_misused_primitives_get_clear_errors(database_url: str) -> None:
+    async with flowz.Client() as client:
+        for case, message in [
+            ("negative timeout", r"flowz.recv\(timeout=-1\): give seconds >= 0"),
+            ("no handles", "needs at least one handle"),
+            ("not a handle", "takes handles from flowz.schedule"),
+        ]:
+            with pytest.raises(flowz.UsageError, match=message):
+                await client.run(bad_waits.options(progress=False), case)
+    for outside in (flowz.write_stream("s", 1), flowz.close_stream("s")):
+        with pytest.raises(flowz.UsageError, match="works inside a workflow"):
+            await outside
+    handle = flowz.StepHandle(charge.definition, 0, 0)
+    with pytest.raises(flowz.UsageError, match="outside the workflow that scheduled it"):
+        await handle.cancel()
