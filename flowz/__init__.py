@@ -23,7 +23,9 @@ from ._context import RunOptions as RunOptions
 from ._context import StepContext as StepContext
 from ._context import StepHandle as StepHandle
 from ._context import current_step as current_step
+from ._context import deprecate_patch as deprecate_patch
 from ._context import now as now
+from ._context import patched as patched
 from ._context import random as random
 from ._context import sleep as sleep
 from ._context import uuid4 as uuid4
@@ -96,8 +98,10 @@ __all__ = [
     "WorkflowFunction",
     "close_stream",
     "current_step",
+    "deprecate_patch",
     "gather_durable",
     "now",
+    "patched",
     "random",
     "recv",
     "run",

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as _dt
 import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, final, overload
 
 import anyio
@@ -25,8 +26,17 @@ from ._context import DurableFunction, check_run_arguments, check_workflow
 from ._events import EventBus
 from ._progress_model import ProgressModel
 from ._registry import Definition, Registry
+from ._runs import (
+    JournalInfo,
+    RunInfo,
+    RunPage,
+    decode_cursor,
+    encode_cursor,
+    journal_info,
+    run_info,
+)
 from ._serde import abbreviated, error_line, json_value, load_error
-from ._types import Kind, Status
+from ._types import EntryKind, Kind, Status, json_number, json_object
 from ._waiting import why_waiting
 from ._worker import Worker
 from .errors import (
@@ -36,7 +46,7 @@ from .errors import (
     UsageError,
 )
 from .store import open_store
-from .store._protocol import ExecutionRow, NewExecution, Store
+from .store._protocol import ExecutionRow, NewExecution, RunQuery, Store
 
 if TYPE_CHECKING:
     from ._clock import Clock
@@ -50,6 +60,10 @@ R = TypeVar("R")
 log = logging.getLogger("flowz.client")
 # How long a run may wait for its first worker before result() says why it waits.
 _EXPLAIN_AFTER_SECONDS = 5.0
+#: The most runs one list_runs page holds.
+MAX_PAGE = 1000
+#: Runs deleted per prune transaction: small enough that workers never wait long on it.
+PRUNE_BATCH = 200
 
 
 @final
@@ -66,6 +80,8 @@ class Client:
         settings: how to connect and run (default: `flowz.Settings.from_env()`, the
             `FLOWZ_*` variables).
         clock: the store's clock; `flowz.testing` passes its time-skipping one.
+        create: make the schema in a new database (default). False: open an existing
+            one only, so a mistyped SQLite path is an error, not a new empty file.
 
     Examples:
         >>> async with flowz.Client("sqlite:///runs.db") as client:
@@ -80,6 +96,7 @@ class Client:
         *,
         settings: Settings | None = None,
         clock: Clock | None = None,
+        create: bool = True,
     ) -> None:
         if settings is None:  # an explicit url wins over FLOWZ_DATABASE_URL, even a bad one
             settings = Settings.from_env(database_url=url)
@@ -87,6 +104,7 @@ class Client:
             settings = dataclasses.replace(settings, database_url=url)
         self.settings = settings
         self._clock = clock
+        self._create_schema = create
         self._store: Store | None = None
         self._token: object | None = None
         # Idle in-process workers of earlier runs, by registry: registering, reaping and
@@ -120,7 +138,9 @@ class Client:
     async def open(self) -> None:
         """Open the store (creating the schema on a new database); `async with` calls it."""
         if self._store is None:
-            self._store = await open_store(self.settings, clock=self._clock)
+            self._store = await open_store(
+                self.settings, clock=self._clock, create=self._create_schema
+            )
             self._token = _loop_key()
 
     async def aclose(self) -> None:
@@ -182,6 +202,180 @@ class Client:
         """
         payload = json_value(value, f"the message on {topic!r}")
         return await self.store.send_message(run_id, topic, payload, idempotency_key)
+
+    # -- finding and operating runs -----------------------------------------
+    async def list_runs(
+        self,
+        *,
+        status: str | Iterable[str] | None = None,
+        name: str | DurableFunction[Any, Any] | None = None,
+        since: _dt.datetime | _dt.timedelta | None = None,
+        until: _dt.datetime | None = None,
+        parent: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> RunPage:
+        """Runs, newest first, a page at a time: top-level runs, or `parent`'s children.
+
+        Args:
+            status: one status (`"failed"`, `flowz.Status.FAILED`) or several.
+            name: the workflow (a decorated function, or its journal name).
+            since: created at or after this aware datetime, or this long ago (timedelta).
+            until: created before this aware datetime.
+            parent: the children (steps and workflows) of this execution instead.
+            limit: runs per page, 1 to 1000.
+            cursor: a page's `next_cursor`, with the same filters, for the page after it.
+
+        Pages are keyset-paginated: runs created while you page do not shift them,
+        so no run appears twice or is skipped.
+
+        Examples:
+            >>> page = await client.list_runs(status="failed", since=timedelta(days=1))
+            >>> for run in page:
+            ...     print(run.id, run.error_type, run.error_message)
+        """
+        if not 1 <= limit <= MAX_PAGE:
+            raise UsageError(f"limit={limit}: a page holds 1 to {MAX_PAGE} runs")
+        statuses = _statuses(status)
+        if isinstance(name, DurableFunction):
+            name = name.name
+        if isinstance(since, _dt.timedelta):
+            since = _dt.datetime.now(_dt.UTC) - since
+        query = RunQuery(
+            statuses=statuses,
+            name=name,
+            since=None if since is None else _epoch(since, "since"),
+            until=None if until is None else _epoch(until, "until"),
+            parent=parent,
+            after=None if cursor is None else decode_cursor(cursor),
+            limit=limit + 1,  # one more: is there a next page?
+        )
+        rows = await self.store.list_runs(query)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return RunPage([run_info(r) for r in rows], encode_cursor(rows[-1]) if more else None)
+
+    async def get_run(self, run_id: str) -> RunInfo:
+        """The run (or child execution) with this id; RunNotFoundError if there is none.
+
+        Examples:
+            >>> (await client.get_run("order-7")).status
+            <Status.SUCCEEDED: 'succeeded'>
+        """
+        row = await self.store.get_execution(run_id)
+        if row is None:
+            raise RunNotFoundError(f"no run with id {run_id!r}: see `flowz list`")
+        return run_info(row)
+
+    async def journal(self, run_id: str) -> list[JournalInfo]:
+        """A workflow execution's journal: its durable calls, by position.
+
+        A child step has none (its result is on `get_run`).
+
+        Examples:
+            >>> for entry in await client.journal("order-7"):
+            ...     print(entry.position, entry.kind, entry.name, entry.status)
+        """
+        await self.get_run(run_id)
+        entries = await self.store.read_journal(run_id)
+        return [journal_info(entries[p]) for p in sorted(entries)]
+
+    async def fork(self, run_id: str, *, at: int, id: str | None = None) -> RunHandle[Any]:
+        """Start a new run of an ended run's workflow that replays its journal up to `at`.
+
+        Durable calls before position `at` (see `journal()`) return what they
+        recorded, children scheduled before it included; from `at` on, the code as it
+        is now runs. The original run is untouched. A run that has not ended is refused
+        (cancel it first). Children the original run left unfinished when it ended
+        (cancelled with it) run again; one it cancelled itself stays cancelled.
+        Events, streams and unread messages are not copied.
+
+        Args:
+            run_id: the ended run to fork.
+            at: the first position to run again; 0 runs the whole workflow again.
+            id: the new run's id (default: a new uuid4).
+
+        Examples:
+            >>> new = await client.fork("order-7", at=3)
+            >>> await new.result()
+        """
+        if isinstance(at, bool) or not isinstance(at, int) or at < 0:
+            raise UsageError(f"at={at!r}: a fork position is a journal position, 0 or more")
+        source = await self.store.get_execution(run_id)
+        if source is None:
+            raise RunNotFoundError(f"no run with id {run_id!r}: see `flowz list`")
+        journal = await self.store.read_journal(run_id)
+        end = max(journal, default=-1) + 1
+        if at > end:
+            raise UsageError(
+                f"at={at} is past the end of run {run_id!r}, whose journal ends at position "
+                f"{end - 1} (see `flowz journal {run_id}`): fork at 0 to {end}"
+            )
+        rerun = await self._unfinished_children(run_id, journal, at)
+        new_id = id or str(uuid.uuid4())
+        row = await self.store.fork_run(run_id, new_id, at, rerun)
+        return RunHandle._new(row.id, self, None)
+
+    async def _unfinished_children(
+        self, run_id: str, journal: dict[int, Any], at: int
+    ) -> list[str]:
+        """The children before `at` cancelled by the run's end, not by the run itself."""
+        scheduled = [
+            p
+            for p, e in journal.items()
+            if p < at and e.kind in (EntryKind.SCHEDULE, EntryKind.GATHER)
+        ]
+        if not scheduled:
+            return []
+        cancelled_by_run = {
+            (int(json_number(o["position"])), int(json_number(o["index"])))
+            for p, e in journal.items()
+            if p < at and e.kind == EntryKind.CANCEL and (o := json_object(e.output))
+        }
+        return [
+            child.id
+            for child in await self.store.child_results(run_id, sorted(scheduled))
+            if child.status == Status.CANCELLED
+            and (child.position, child.child_index) not in cancelled_by_run
+        ]
+
+    async def prune(
+        self,
+        older_than: _dt.timedelta,
+        *,
+        status: str | Iterable[str] = ("succeeded", "failed", "cancelled"),
+        dry_run: bool = False,
+    ) -> int:
+        """Delete ended runs created and ended longer ago than `older_than`; how many.
+
+        Each run goes with everything it owns: children, journals, messages, events,
+        streams. A run that has not ended (and so no child of one) is never deleted.
+        The work is done in transactions of a few hundred runs, so workers never wait
+        on it for long. With `dry_run`, only counts.
+
+        Examples:
+            >>> await client.prune(timedelta(days=30))
+            1204
+        """
+        statuses = _statuses(status)
+        open_ = [s for s in statuses if not Status(s).is_terminal]
+        if open_ or not statuses:
+            raise UsageError(
+                f"status={status!r}: only ended runs can be pruned; choose among "
+                "succeeded, failed, cancelled"
+            )
+        if older_than < _dt.timedelta(0):
+            raise UsageError(f"older_than={older_than}: use a positive duration")
+        before = time.time() - older_than.total_seconds()
+        if dry_run:
+            return await self.store.count_prunable(before, statuses)
+        deleted = 0
+        while True:
+            batch = await self.store.prune(before, statuses, PRUNE_BATCH)
+            deleted += batch
+            if batch < PRUNE_BATCH:
+                return deleted
+            await anyio.sleep(0)  # let this process's workers in between batches
 
     @overload
     def handle(self, run_id: str) -> RunHandle[Any]: ...
@@ -261,6 +455,27 @@ class Client:
             ok = row.status == Status.SUCCEEDED
             view.summary(row.status, None if ok else _error_line(row))
         return row
+
+
+def _statuses(status: str | Iterable[str] | None) -> tuple[str, ...]:
+    """Status filter values, checked: a typo is an error, not an empty page."""
+    if status is None:
+        return ()
+    values = (status,) if isinstance(status, str) else tuple(status)
+    known = {s.value for s in Status}
+    for value in values:
+        if value not in known:
+            raise UsageError(f"status {value!r} is not a run status: use one of {sorted(known)}")
+    return tuple(dict.fromkeys(str(Status(v).value) for v in values))
+
+
+def _epoch(moment: _dt.datetime, what: str) -> float:
+    if moment.tzinfo is None:
+        raise UsageError(
+            f"{what}={moment!r} has no time zone: pass an aware datetime, e.g. "
+            "datetime.now(timezone.utc) - timedelta(days=1)"
+        )
+    return moment.timestamp()
 
 
 def _outcome(row: ExecutionRow, definition: Definition | None) -> Any:

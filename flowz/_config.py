@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["DEFAULT_DATABASE_URL", "Settings", "redacted_url"]
+__all__ = ["DEFAULT_DATABASE_URL", "Settings", "parse_duration", "redacted_url"]
 
 DEFAULT_DATABASE_URL = "sqlite:///.flowz/flowz.db"
 
@@ -42,6 +43,9 @@ class Settings:
     #: PostgreSQL: connections each process keeps at most. No connection is held across
     #: user code, so this bounds throughput, not how many executions can run at once.
     pool_size: int = 10
+    #: Workers delete runs that ended longer ago than this (`30d`, `12h`); empty: never.
+    #: The same pruning as `flowz db prune --older-than`, a batch at a time.
+    retention: str = ""
 
     def __post_init__(self) -> None:
         if not self.database_url.startswith(("sqlite:", "postgresql:", "postgres:")):
@@ -58,6 +62,8 @@ class Settings:
             raise ConfigError(f"concurrency must be at least 1, got {self.concurrency}")
         if self.pool_size < 1:
             raise ConfigError(f"pool_size must be at least 1, got {self.pool_size}")
+        if self.retention:
+            parse_duration(self.retention, "FLOWZ_RETENTION")
         if self.sqlite_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
             raise ConfigError(
                 f"FLOWZ_SQLITE_SYNCHRONOUS={self.sqlite_synchronous!r} is not supported: "
@@ -87,6 +93,26 @@ class Settings:
                 ) from exc
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*")
+
+
+def parse_duration(text: str, what: str) -> float:
+    """Seconds in `30d`, `12h`, `90m`, `45s`, `2w` or a sum such as `1d12h`.
+
+    Examples:
+        >>> parse_duration("1d12h", "--older-than")
+        129600.0
+    """
+    parts = _DURATION.findall(text)
+    if not parts or "".join(_DURATION.sub("", text).split()):
+        raise ConfigError(
+            f"{what}={text!r} is not a duration: write a number and a unit, s m h d or w "
+            "(30d, 12h, 1d12h)"
+        )
+    return float(sum(float(n) * _UNITS[unit] for n, unit in parts))
 
 
 def redacted_url(url: str) -> str:

@@ -37,7 +37,9 @@ __all__ = [
     "check_workflow",
     "current_context",
     "current_step",
+    "deprecate_patch",
     "now",
+    "patched",
     "random",
     "sleep",
     "step_context",
@@ -106,6 +108,10 @@ class ExecutionContext(ABC):
     @abstractmethod
     async def sleep(self, seconds: float) -> None:
         """Suspend the workflow for `seconds`, durably."""
+
+    @abstractmethod
+    def patched(self, patch_id: str, deprecated: bool) -> bool:
+        """Whether this run takes the code guarded by the patch (see `flowz.patched`)."""
 
     @abstractmethod
     async def recv(self, topic: str, timeout: float | None) -> JSON:
@@ -338,6 +344,53 @@ async def random() -> float:
     if ctx is None:
         return _random.random()
     return float(await ctx.record("flowz.random", EntryKind.RANDOM, _random.random))
+
+
+def patched(patch_id: str) -> bool:
+    """True where a workflow takes its new code, False where a run recorded the old.
+
+    Guard a change to a workflow's durable calls with it, and runs recorded before
+    the change replay the old branch while new runs (and old runs past the point
+    they had reached) take the new one. The choice is journaled, so it stays the
+    same for the run. Outside a workflow it is True.
+
+    Once no run recorded before the change is left (see `flowz list --until`),
+    remove the old branch and write `flowz.deprecate_patch(patch_id)` where the
+    `if` was; later, remove that too.
+
+    Examples:
+        >>> if flowz.patched("send-receipt"):
+        ...     await send_receipt(order)
+        ... else:
+        ...     await send_email(order)  # what runs before this release did
+    """
+    _check_patch_id(patch_id)
+    ctx = current_context()
+    return True if ctx is None else ctx.patched(patch_id, deprecated=False)
+
+
+def deprecate_patch(patch_id: str) -> None:
+    """Mark where a removed `flowz.patched(patch_id)` was, once only the new branch is left.
+
+    Runs that journaled the patch take its marker here and replay on; new runs
+    record nothing.
+
+    Examples:
+        >>> flowz.deprecate_patch("send-receipt")
+        >>> await send_receipt(order)
+    """
+    _check_patch_id(patch_id)
+    ctx = current_context()
+    if ctx is not None:
+        ctx.patched(patch_id, deprecated=True)
+
+
+def _check_patch_id(patch_id: object) -> None:
+    if not isinstance(patch_id, str) or not patch_id:
+        raise UsageError(
+            f"patch id {patch_id!r}: name the change with a non-empty string, e.g. "
+            'flowz.patched("send-receipt")'
+        )
 
 
 async def sleep(seconds: float) -> None:

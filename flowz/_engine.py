@@ -45,7 +45,14 @@ from .errors import (
 )
 from .store._protocol import Claim, ExecutionRow, JournalEntry, NewExecution, Store
 
-__all__ = ["INLINE_RETRY_LIMIT", "execute", "retry_delay"]
+__all__ = [
+    "INLINE_RETRY_LIMIT",
+    "check_replayed",
+    "check_width",
+    "execute",
+    "patch_decision",
+    "retry_delay",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -88,6 +95,48 @@ def _escapes_the_body(
             raise _StoreFailed(exc) from exc
 
     return wrapper
+
+
+def check_replayed(
+    journal: dict[int, JournalEntry], run_id: str, position: int, name: str, kind: str
+) -> JournalEntry | None:
+    """The journal's entry at `position`, if any; NonDeterminismError if it records another call."""
+    entry = journal.get(position)
+    if entry is not None and (not same_function(entry.name, name) or entry.kind != kind):
+        raise NonDeterminismError(run_id, position, f"{kind} {name}", f"{entry.kind} {entry.name}")
+    return entry
+
+
+def check_width(entry: JournalEntry, run_id: str, width: int) -> None:
+    """NonDeterminismError if a replayed gather now has another number of calls."""
+    recorded = json_object(entry.output)["width"]
+    if recorded != width:
+        raise NonDeterminismError(
+            run_id,
+            entry.position,
+            f"{entry.kind} {entry.name} x{width}",
+            f"{entry.kind} {entry.name} x{recorded}",
+        )
+
+
+def patch_decision(
+    journal: dict[int, JournalEntry], position: int, patch_id: str, deprecated: bool
+) -> str:
+    """What `flowz.patched(patch_id)` does at `position`, given the recorded journal.
+
+    "marker": the journal holds this patch's marker there: take the position, True.
+    "new": the run never reached this position: the new code runs; journal a marker.
+    "old": the run went past here before the patch existed: take nothing, False.
+    "skip": a deprecated patch without its marker: take nothing, journal nothing.
+    """
+    entry = journal.get(position)
+    if entry is not None and entry.kind == EntryKind.PATCH and entry.name == patch_id:
+        return "marker"
+    if deprecated:
+        return "skip"
+    if entry is None and position > max(journal, default=-1):
+        return "new"
+    return "old"
 
 
 def retry_delay(options: StepOptions, attempt: int) -> float:
@@ -150,14 +199,12 @@ class _Attempt(ExecutionContext):
         return position
 
     def _replayed(self, position: int, name: str, kind: str) -> JournalEntry | None:
-        entry = self.journal.get(position)
-        if entry is not None and (not same_function(entry.name, name) or entry.kind != kind):
-            error = NonDeterminismError(
-                self.row.id, position, f"{kind} {name}", f"{entry.kind} {entry.name}"
-            )
+        try:
+            return check_replayed(self.journal, self.row.id, position, name, kind)
+        except NonDeterminismError as error:
+            # Kept: the body may swallow it, and the run must fail all the same.
             self.nondeterminism = self.nondeterminism or error
-            raise error
-        return entry
+            raise
 
     @_escapes_the_body
     async def flush(self) -> None:
@@ -272,15 +319,11 @@ class _Attempt(ExecutionContext):
             )
         )
         if entry is not None:
-            width = json_object(entry.output)["width"]
-            if width != len(calls):
-                self.nondeterminism = NonDeterminismError(
-                    self.row.id,
-                    position,
-                    f"{kind} {name} x{len(calls)}",
-                    f"{entry.kind} {entry.name} x{width}",
-                )
-                raise self.nondeterminism
+            try:
+                check_width(entry, self.row.id, len(calls))
+            except NonDeterminismError as error:
+                self.nondeterminism = self.nondeterminism or error
+                raise
             return handles
         # Serialise every argument now, so a bad one fails at the call site.
         inputs = [c.definition.codec.dump_args(c.args, c.kwargs) for c in calls]
@@ -508,6 +551,22 @@ class _Attempt(ExecutionContext):
             started_at=now, finished_at=now,
         )  # fmt: skip
         await self._append(entry)
+
+    def patched(self, patch_id: str, deprecated: bool) -> bool:
+        decision = patch_decision(self.journal, self.position, patch_id, deprecated)
+        if decision == "marker":
+            self.position += 1
+        elif decision == "new":
+            position = self._next()
+            now = self.now()
+            # Stored with the next durable call (or the end): patched() itself does not wait.
+            self._entries.append(
+                JournalEntry(
+                    position, EntryKind.PATCH, patch_id, "succeeded",
+                    started_at=now, finished_at=now,
+                )
+            )  # fmt: skip
+        return decision != "old"
 
     async def sleep(self, seconds: float) -> None:
         position = self._next()

@@ -305,7 +305,7 @@ class ProgressModel:
                 elif entry.kind == "recv" and entry.status == "waiting":
                     if row.status in ("waiting", "pending"):  # not yet woken and running
                         node.waiting_for, node.status = entry.name, "waiting"
-                elif entry.kind in ("recv", "send", "event", "stream", "first", "cancel"):
+                elif entry.kind in ("recv", "send", "event", "stream", "first", "cancel", "patch"):
                     continue
                 else:
                     status = "retrying" if entry.status == "retrying" else entry.status

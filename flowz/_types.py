@@ -58,6 +58,7 @@ class EntryKind(StrEnum):
     STREAM = "stream"
     FIRST = "first"  #: which child a wait_first took
     CANCEL = "cancel"  #: a child the workflow cancelled
+    PATCH = "patch"  #: a `flowz.patched()` that took the new code
 
 
 def json_object(value: JSON) -> dict[str, JSON]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib
 import json
 import logging
@@ -18,15 +19,23 @@ import typer
 
 from . import __version__
 from ._client import Client, follow_stream
-from ._config import Settings, redacted_url
+from ._config import Settings, parse_duration, redacted_url
 from ._decorators import WorkflowFunction
 from ._progress_model import ProgressModel
 from ._registry import Registry, default_registry
+from ._runs import RunInfo
 from ._serde import error_fields, error_line, iso_time, json_value
 from ._types import Status
 from ._waiting import live_workers, why_waiting
 from ._worker import serve
-from .errors import FlowzError, NotAWorkflowError, RunNotFoundError, StoreError, UsageError
+from .errors import (
+    ConfigError,
+    FlowzError,
+    NotAWorkflowError,
+    RunNotFoundError,
+    StoreError,
+    UsageError,
+)
 from .store import Store, open_store, upgrade_schema
 from .store._protocol import ExecutionRow, WorkerRow
 
@@ -113,6 +122,33 @@ def _with_store(
             await store.aclose()
 
     return anyio.run(main)
+
+
+def _with_client(settings: Settings, use: Callable[[Client], Awaitable[T]]) -> T:
+    """Run `use` with a client of an existing database."""
+
+    async def main() -> T:
+        async with Client(settings=settings, create=False) as client:
+            return await use(client)
+
+    return anyio.run(main)
+
+
+def _moment(text: str | None, option: str) -> dt.datetime | None:
+    """`1d` (that long ago) or an ISO 8601 date-time (local time unless it names a zone)."""
+    if text is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=parse_duration(text, option))
+        except ConfigError:
+            raise UsageError(
+                f"{option} {text!r}: write how long ago (1d, 12h, 30m) or an ISO date-time "
+                "(2026-12-01 or 2026-12-01T08:00:00+00:00)"
+            ) from None
+    return moment if moment.tzinfo is not None else moment.astimezone()
 
 
 def load_module(spec: str) -> str:
@@ -399,23 +435,124 @@ def status(run_id: RunId, db: DbOption = None, as_json: JsonOption = False) -> N
 @app.command("list")
 def list_runs(
     db: DbOption = None,
-    status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="Only runs with this status (several: failed,cancelled).")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Only runs of this workflow (its journal name).")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Created since: how long ago (1d, 12h) or a date-time.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Created before: how long ago (1d, 12h) or a date-time.")
+    ] = None,
+    parent: Annotated[
+        str | None, typer.Option(help="The children of this run instead of top-level runs.")
+    ] = None,
     limit: Annotated[int, typer.Option(help="How many runs at most.")] = 20,
+    cursor: Annotated[
+        str | None, typer.Option(help="Go on after an earlier page (printed under it).")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """List the newest runs: a table in a terminal, one tab-separated line each when piped.
 
-    Piped, a line is: id, workflow, status, started, duration (so `cut -f1` gives ids).
+    Piped, a line is: id, workflow, status, created, duration (so `cut -f1` gives ids).
+    When there are more, the cursor of the next page is printed to stderr.
     """
-    if status is not None and status not in {s.value for s in Status}:
-        raise UsageError(f"--status {status!r}: use one of {', '.join(s.value for s in Status)}")
-    rows = _with_store(_settings(db), lambda store: store.list_runs(status, limit))
+    statuses = None if status is None else [s.strip() for s in status.split(",")]
+    known = {s.value for s in Status}
+    for value in statuses or ():
+        if value not in known:
+            raise UsageError(f"--status {value!r}: use one of {', '.join(known)}")
+    page = _with_client(
+        _settings(db),
+        lambda client: client.list_runs(
+            status=statuses,
+            name=name,
+            since=_moment(since, "--since"),
+            until=_moment(until, "--until"),
+            parent=parent,
+            limit=limit,
+            cursor=cursor,
+        ),
+    )
     if as_json:
-        _echo_json([_run_json(row) for row in rows])
-        return
-    from .progress import print_runs
+        _echo_json([_info_json(run) for run in page])
+    else:
+        from .progress import print_runs
 
-    print_runs(rows)
+        print_runs(page.runs)
+    if page.next_cursor is not None:
+        typer.echo(f"more runs: repeat the command with --cursor {page.next_cursor}", err=True)
+
+
+def _info_json(run: RunInfo) -> dict[str, Any]:
+    """A run as `flowz list --json` prints it."""
+    out: dict[str, Any] = {
+        "id": run.id,
+        "workflow": run.name,
+        "status": run.status.value,
+        "kind": run.kind.value,
+        "queue": run.queue,
+        "parent": run.parent,
+        "attempts": run.attempts,
+        "created_at": run.created.isoformat(),
+        "started_at": None if run.started is None else run.started.isoformat(),
+        "finished_at": None if run.ended is None else run.ended.isoformat(),
+    }
+    if run.error_type is not None:
+        out["error"] = {"type": run.error_type, "message": run.error_message}
+    return out
+
+
+@app.command()
+def journal(run_id: RunId, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Print a workflow run's journal: each durable call by position, what it returned.
+
+    The positions are the ones `flowz fork RUN --at N` takes.
+    """
+    entries = _with_client(_settings(db), lambda client: client.journal(run_id))
+    if as_json:
+        _echo_json(
+            [
+                {
+                    "position": e.position,
+                    "kind": e.kind,
+                    "name": e.name,
+                    "status": e.status,
+                    "attempts": e.attempts,
+                    "started_at": None if e.started is None else e.started.isoformat(),
+                    "duration": e.duration,
+                    "result": e.result,
+                    "error": e.error,
+                }
+                for e in entries
+            ]
+        )
+        return
+    from .progress import print_journal
+
+    print_journal(entries)
+
+
+@app.command()
+def fork(
+    run_id: RunId,
+    at: Annotated[
+        int, typer.Option("--at", help="The first journal position to run again (flowz journal).")
+    ],
+    id: IdOption = None,
+    db: DbOption = None,
+) -> None:
+    """Start a new run of an ended run, replaying its journal before --at, and print its id.
+
+    From position --at on, the workflow's code as it is now runs (a worker that
+    imports it). The original run is not changed.
+    """
+    handle = _with_client(_settings(db), lambda client: client.fork(run_id, at=at, id=id))
+    typer.echo(handle.id)
 
 
 async def _model(store: Store, run_id: str) -> ProgressModel:
@@ -594,6 +731,91 @@ def info(db: DbOption = None, as_json: JsonOption = False) -> None:
             f"  {w.id}  queue {w.queue!r}  {len(w.names)} functions  "
             f"heartbeat {now - w.heartbeat_at:.0f} s ago"
         )
+
+
+@app.command()
+def replay(
+    modules: Annotated[
+        list[str], typer.Argument(help="Modules (dotted, or .py paths) with the workflows' code.")
+    ],
+    run: Annotated[
+        list[str] | None, typer.Option("--run", help="A run id to check (repeat for more).")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Runs created since: how long ago (1d) or a date-time.")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Only runs of this workflow.")] = None,
+    limit: Annotated[int, typer.Option(help="How many runs at most.")] = 1000,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check recorded runs against the code in MODULES before you deploy it.
+
+    Each run's journal is replayed with the current workflow code: no step runs and
+    nothing is written. Exit code 1 if a run would fail with NonDeterminismError
+    (both calls are named), 0 if all replay.
+
+    Example: flowz replay shop.orders --since 7d
+    """
+    for module in modules:
+        load_module(module)
+    from .testing import replay as replay_runs
+
+    report = _with_client(
+        _settings(db),
+        lambda client: replay_runs(
+            client, runs=run or (), name=name, since=_moment(since, "--since"), limit=limit
+        ),
+    )
+    if as_json:
+        _echo_json(
+            [
+                {"id": r.run_id, "workflow": r.name, "status": r.status, "problem": r.problem}
+                for r in report.results
+            ]
+        )
+    else:
+        for result in report.failures:
+            typer.echo(f"{result.run_id} ({result.name}, {result.status}): {result.problem}")
+        typer.echo(
+            f"{len(report.results)} workflow execution(s) checked, {len(report.failures)} "
+            "would not replay"
+        )
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@db_app.command("prune")
+def db_prune(
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than", help="Delete runs that ended longer ago than this: 30d, 12h, 1w."
+        ),
+    ],
+    status: Annotated[
+        str, typer.Option(help="Only runs with these statuses, comma-separated.")
+    ] = "succeeded,failed,cancelled",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing.")
+    ] = False,
+    db: DbOption = None,
+) -> None:
+    """Delete ended runs with their children, journals, messages, events and streams.
+
+    Runs that have not ended are never touched. Deletes in small transactions, so
+    workers keep running meanwhile; the variable FLOWZ_RETENTION makes workers do it.
+    """
+    try:
+        age = dt.timedelta(seconds=parse_duration(older_than, "--older-than"))
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    statuses = [s.strip() for s in status.split(",") if s.strip()]
+    count = _with_client(
+        _settings(db), lambda client: client.prune(age, status=statuses, dry_run=dry_run)
+    )
+    verb = "would delete" if dry_run else "deleted"
+    typer.echo(f"{verb} {count} run(s) that ended more than {older_than} ago")
 
 
 @db_app.command("upgrade")

@@ -118,7 +118,8 @@ class NonDeterminismError(WorkflowError):
             f"but its journal recorded {recorded!r}. The workflow code changed between the "
             "first run and this replay, or it is not deterministic (use flowz.now(), "
             "flowz.uuid4(), flowz.random() instead of reading clocks or randomness). "
-            "Restore the old code to finish this run, or start a new run."
+            "Guard the change with `if flowz.patched(...)` so recorded runs keep the old "
+            "code, restore the old code to finish this run, or fork it (`flowz fork`)."
         )
 
     def __reduce__(self) -> tuple[type[NonDeterminismError], tuple[str, int, str, str]]:  # type: ignore[override]

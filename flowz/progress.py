@@ -38,13 +38,14 @@ from ._events import (
     StepRetried,
 )
 from ._progress_model import GatherLine, ProgressModel, RunNode, StepLine
+from ._runs import JournalInfo, RunInfo
 from ._serde import abbreviated, dumps, shortened
 from ._types import JSON
-from .store._protocol import ExecutionRow
 
 __all__ = [
     "LiveTree",
     "ProgressView",
+    "print_journal",
     "print_runs",
     "print_tree",
     "render_failures",
@@ -410,14 +411,14 @@ def print_tree(model: ProgressModel, *, all_failures: bool = False) -> None:
         console.print(failures)
 
 
-def print_runs(rows: Sequence[ExecutionRow]) -> None:
+def print_runs(runs: Sequence[RunInfo]) -> None:
     """Print runs (`flowz list`): a table in a terminal, tab-separated lines when piped."""
     console = Console(highlight=False)
     lines = []
-    for row in rows:
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.created_at))
-        duration = f"{row.finished_at - row.created_at:.2f}s" if row.finished_at else ""
-        lines.append((row.id, row.name, row.status, started, duration))
+    for run in runs:
+        created = run.created.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        duration = f"{(run.ended - run.created).total_seconds():.2f}s" if run.ended else ""
+        lines.append((run.id, run.name, run.status.value, created, duration))
     if not console.is_terminal:  # whole ids, one run per line, for scripts
         for line in lines:
             print("\t".join(line))
@@ -426,6 +427,25 @@ def print_runs(rows: Sequence[ExecutionRow]) -> None:
     table.add_column("id", overflow="fold")
     for run_id, *rest in lines:
         table.add_row(*rest, run_id)
+    console.print(table)
+
+
+def print_journal(entries: Sequence[JournalInfo]) -> None:
+    """Print a journal (`flowz journal`): a table in a terminal, tab-separated when piped."""
+    console = Console(highlight=False)
+    lines = []
+    for e in entries:
+        duration = "" if e.duration is None else f"{e.duration:.3f}s"
+        value = shortened(dumps(e.error if e.error is not None else e.result), 60)
+        attempts = "" if e.attempts <= 1 else str(e.attempts)
+        lines.append((str(e.position), e.kind, e.name, e.status, attempts, duration, value))
+    if not console.is_terminal:
+        for line in lines:
+            print("\t".join(line))
+        return
+    table = Table("pos", "kind", "name", "status", "attempts", "duration", "result or error")
+    for line in lines:
+        table.add_row(*map(escape, line))
     console.print(table)
 
 

@@ -20,10 +20,12 @@ ORDER = [
     # storage: protocol, shared policy, adapters (loaded when their URL is opened)
     "store._protocol", "store._sql", "store._batch", "store._models", "store._migrate",
     "store._sqlite", "store._pg_connection", "store._postgres", "store",
+    # what the query API returns
+    "_runs",
     # views
     "_progress_model", "progress",
     # the call protocol, then the engine
-    "_registry", "_context", "_gather", "_engine",
+    "_registry", "_context", "_gather", "_engine", "_replay",
     # runtime
     "_waiting", "_worker", "_client", "_messages", "_runner",
     # face

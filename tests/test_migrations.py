@@ -84,13 +84,13 @@ def test_a_v1_database_is_upgraded_in_place_and_its_run_finishes(
         "run `flowz db upgrade` (with the same FLOWZ_DATABASE_URL)"
     )
     assert len(refused.stderr.strip().splitlines()) == 1
-    assert "needs v4" in flowz_command(v1_database, "status", "v1-run").stderr
+    assert "needs v5" in flowz_command(v1_database, "status", "v1-run").stderr
 
     async def client_open() -> None:
         async with flowz.Client(v1_database):
             pass
 
-    with pytest.raises(flowz.SchemaVersionError, match="has schema v1 and this flowz needs v4"):
+    with pytest.raises(flowz.SchemaVersionError, match="has schema v1 and this flowz needs v5"):
         anyio.run(client_open)
 
     upgraded = flowz_command(v1_database, "db", "upgrade")
@@ -100,10 +100,11 @@ def test_a_v1_database_is_upgraded_in_place_and_its_run_finishes(
         "v3: flowz_workers.queue and .names: say which worker could take a waiting run",
         "v4: flowz_messages, flowz_events and flowz_streams: talk to running workflows; "
         "flowz_executions.deadline",
-        "schema at v4",
+        "v5: indexes for list_runs pages (newest first, by status, by name) and for prune",
+        "schema at v5",
     ]
     again = flowz_command(v1_database, "db", "upgrade")
-    assert again.stdout.strip() == "schema at v4: nothing to do"
+    assert again.stdout.strip() == "schema at v5: nothing to do"
 
     async def finish_the_old_run() -> tuple[list[int], set[str], set[str]]:
         async with flowz.Client(v1_database) as client:

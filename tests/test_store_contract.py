@@ -11,7 +11,14 @@ import flowz
 import flowz.store
 from flowz.errors import RunEndedError, RunNotFoundError, SchemaVersionError
 from flowz.store import Store, open_store, upgrade_schema
-from flowz.store._protocol import ExecutionRow, Fence, JournalEntry, LeaseLost, NewExecution
+from flowz.store._protocol import (
+    ExecutionRow,
+    Fence,
+    JournalEntry,
+    LeaseLost,
+    NewExecution,
+    RunQuery,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -113,7 +120,7 @@ def settings_of(store: Store) -> flowz.Settings:
 
 async def test_a_newer_schema_is_refused_by_migrate_and_by_open(store: Store) -> None:
     await execute_sql(store, "INSERT INTO flowz_schema (version) VALUES (99)")
-    with pytest.raises(SchemaVersionError, match=r"v99, newer than the v4 .* upgrade flowz"):
+    with pytest.raises(SchemaVersionError, match=r"v99, newer than the v5 .* upgrade flowz"):
         await store.migrate()
     flowz.store._current.clear()  # as a new process would look
     with pytest.raises(SchemaVersionError, match="v99, newer"):
@@ -123,7 +130,8 @@ async def test_a_newer_schema_is_refused_by_migrate_and_by_open(store: Store) ->
 async def test_an_older_schema_is_refused_until_flowz_db_upgrade(store: Store) -> None:
     await store.create_run(run_factory())
     await execute_sql(store, "UPDATE flowz_schema SET version = 1")
-    await execute_sql(store, "DROP INDEX ix_flowz_executions_runs")
+    for index in ("runs", "runs_status", "runs_name"):
+        await execute_sql(store, f"DROP INDEX ix_flowz_executions_{index}")
     for column in ("queue", "names"):
         await execute_sql(store, f"ALTER TABLE flowz_workers DROP COLUMN {column}")
     for table in ("flowz_messages", "flowz_events", "flowz_streams"):
@@ -131,18 +139,19 @@ async def test_an_older_schema_is_refused_until_flowz_db_upgrade(store: Store) -
     await execute_sql(store, "DROP INDEX ix_flowz_executions_deadline")
     await execute_sql(store, "ALTER TABLE flowz_executions DROP COLUMN deadline")
     flowz.store._current.clear()
-    with pytest.raises(SchemaVersionError, match=r"v1 and this flowz needs v4: run `flowz db up"):
+    with pytest.raises(SchemaVersionError, match=r"v1 and this flowz needs v5: run `flowz db up"):
         await open_store(settings_of(store))
     assert await upgrade_schema(settings_of(store)) == [
         "v2: index ix_flowz_executions_runs: list top-level runs newest first without a scan",
         "v3: flowz_workers.queue and .names: say which worker could take a waiting run",
         "v4: flowz_messages, flowz_events and flowz_streams: talk to running workflows; "
         "flowz_executions.deadline",
+        "v5: indexes for list_runs pages (newest first, by status, by name) and for prune",
     ]
     assert await upgrade_schema(settings_of(store)) == []  # nothing left to do
     reopened = await open_store(settings_of(store))
     try:
-        assert await reopened.schema_version() == 4
+        assert await reopened.schema_version() == 5
         assert await reopened.get_execution("r1") is not None  # nothing stored was lost
     finally:
         await reopened.aclose()
@@ -456,12 +465,141 @@ async def test_cancel_run_stops_the_whole_unfinished_tree(store: Store) -> None:
 
 async def test_list_runs_shows_top_level_runs_newest_first(store: Store) -> None:
     for i in range(3):
-        await store.create_run(run_factory(f"r{i}"))
+        await store.create_run(run_factory(f"r{i}", name="wf" if i else "other"))
     fence = await claim_one(store)
     await store.finish(fence, "succeeded", 1, None)
-    assert [r.id for r in await store.list_runs(None, 10)] == ["r2", "r1", "r0"]
-    assert [r.id for r in await store.list_runs("succeeded", 10)] == [fence.execution_id]
-    assert len(await store.list_runs(None, 2)) == 2
+
+    async def ids(**query: object) -> list[str]:
+        return [r.id for r in await store.list_runs(RunQuery(**query))]  # type: ignore[arg-type]
+
+    assert await ids() == ["r2", "r1", "r0"]
+    assert await ids(statuses=("succeeded",)) == [fence.execution_id]
+    assert await ids(statuses=("succeeded", "pending")) == ["r2", "r1", "r0"]
+    assert await ids(statuses=("failed",)) == []
+    assert await ids(name="other") == ["r0"]
+    assert await ids(limit=2) == ["r2", "r1"]
+    rows = await store.list_runs(RunQuery())
+    last = rows[1]
+    assert await ids(after=(last.created_at, last.id)) == ["r0"]
+    assert await ids(since=rows[1].created_at) == ["r2", "r1"]
+    assert await ids(until=rows[1].created_at) == ["r0"]
+
+
+async def test_list_runs_pages_runs_created_in_one_instant_by_id(store: Store) -> None:
+    """Keyset pages break ties of created_at by id: none is repeated or skipped."""
+    for i in range(7):
+        await store.create_run(run_factory(f"t{i}"))
+    await execute_sql(store, "UPDATE flowz_executions SET created_at = 1000")
+    seen: list[str] = []
+    after = None
+    while True:
+        page = await store.list_runs(RunQuery(limit=3, after=after))
+        seen += [r.id for r in page]
+        if len(page) < 3:
+            break
+        after = (page[-1].created_at, page[-1].id)
+    assert seen == [f"t{i}" for i in reversed(range(7))]
+
+
+async def test_list_runs_of_a_parent_lists_its_children(store: Store) -> None:
+    await suspended_parent(store, 3)
+    children = await store.list_runs(RunQuery(parent="r1"))
+    assert sorted(r.id for r in children) == ["r1/0/0", "r1/0/1", "r1/0/2"]
+    assert [r.id for r in await store.list_runs(RunQuery())] == ["r1"]
+
+
+async def ended_run_with_children(store: Store) -> Fence:
+    """r1 scheduled 3 children at 0, then 1 succeeded, 1 failed, and r1 failed (0/2 cancelled)."""
+    fence = await suspended_parent(store, 3)
+    for index, status in ((0, "succeeded"), (1, "failed")):
+        claims = await store.claim("w2", ["child"], "default", 5, 30)
+        child = next(c for c in claims if c.execution.child_index == index)
+        for other in claims:
+            if other is not child:
+                await store.release(other.fence)
+        ok = status == "succeeded"
+        await store.finish(child.fence, status, index if ok else None, None if ok else {})
+    parent = await claim_one(store, names=["wf"])
+    await store.append_journal(parent, JournalEntry(2, "step", "s", "succeeded", output="x"))
+    await store.append_journal(parent, JournalEntry(3, "step", "t", "failed", error={"m": 1}))
+    await store.finish(parent, "failed", None, {"message": "boom"})
+    return fence
+
+
+async def test_fork_copies_the_journal_and_children_before_the_position(store: Store) -> None:
+    await ended_run_with_children(store)
+    before = {r.id: r for r in await store.list_executions("r1")}
+    assert before["r1/0/2"].status == "cancelled"  # the run's end took it
+
+    forked = await store.fork_run("r1", "f1", 3, ["r1/0/2"])
+    assert (forked.status, forked.name, forked.input, forked.root_id) == (
+        "pending",
+        "wf",
+        {"n": 1},
+        "f1",
+    )
+    assert sorted(await store.read_journal("f1")) == [0, 2]
+    assert (await store.read_journal("f1"))[2].output == "x"
+    rows = {r.id: r for r in await store.list_executions("f1")}
+    assert {k: (r.status, r.output, r.parent_id) for k, r in rows.items() if k != "f1"} == {
+        "f1/0/0": ("succeeded", 0, "f1"),
+        "f1/0/1": ("failed", None, "f1"),
+        "f1/0/2": ("pending", None, "f1"),  # rerun: it starts again
+    }
+    assert rows["f1/0/2"].attempt == 0 and rows["f1/0/2"].root_id == "f1"
+    # The original is untouched.
+    assert {r.id: r for r in await store.list_executions("r1")} == before
+    # A fork before the children: neither they nor later entries are copied.
+    early = await store.fork_run("r1", "f2", 0, [])
+    assert await store.read_journal(early.id) == {}
+    assert [r.id for r in await store.list_executions("f2")] == ["f2"]
+
+
+async def test_fork_refuses_unknown_or_running_runs_and_taken_ids(store: Store) -> None:
+    from flowz.errors import UsageError
+
+    await ended_run_with_children(store)
+    with pytest.raises(RunNotFoundError, match="no top-level run with id 'nope'"):
+        await store.fork_run("nope", "f1", 0, [])
+    with pytest.raises(RunNotFoundError):
+        await store.fork_run("r1/0/0", "f1", 0, [])  # a child is not a run
+    with pytest.raises(UsageError, match="already names a run"):
+        await store.fork_run("r1", "r1", 0, [])
+    await store.create_run(run_factory("live"))
+    with pytest.raises(UsageError, match="is pending: only an ended run can be forked"):
+        await store.fork_run("live", "f1", 0, [])
+    assert await store.get_execution("f1") is None  # nothing stored
+
+
+async def test_prune_deletes_old_ended_trees_and_nothing_else(store: Store) -> None:
+    await ended_run_with_children(store)  # r1: failed, with children and journal
+    for run_id in ("done", "gone"):
+        await store.create_run(run_factory(run_id))
+        fence = await claim_one(store)
+        await store.set_event(fence, JournalEntry(0, "event", "e", "succeeded"), "e", 1)
+        await store.finish(fence, "succeeded" if run_id == "done" else "cancelled", 1, None)
+    await store.create_run(run_factory("queued"))
+    await store.create_run(run_factory("running"))
+    await claim_one(store)  # one of the two runs
+    await anyio.sleep(0.05)
+    cutoff = time.time()
+    await anyio.sleep(0.05)
+    await store.create_run(run_factory("young"))
+    young = await claim_one(store)
+    await store.finish(young, "succeeded", 1, None)
+
+    ended = ("succeeded", "failed", "cancelled")
+    assert await store.count_prunable(cutoff, ended) == 3
+    assert await store.count_prunable(cutoff, ("failed",)) == 1
+    assert await store.prune(cutoff, ("failed",), 10) == 1
+    assert await store.list_executions("r1") == [] and await store.read_journal("r1") == {}
+    assert await store.read_journal("r1/0/0") == {}
+    assert await store.prune(cutoff, ended, 1) == 1  # batches of `limit`
+    assert await store.prune(cutoff, ended, 10) == 1
+    assert await store.prune(cutoff, ended, 10) == 0
+    left = {r.id for r in await store.list_runs(RunQuery())}
+    assert left == {"queued", "running", "young"}
+    assert await store.get_events("done") == {} and await store.get_events("gone") == {}
 
 
 async def another_store_on_the_same_database(store: Store) -> Store:

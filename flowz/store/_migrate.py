@@ -64,6 +64,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             "created_at FLOAT NOT NULL, PRIMARY KEY (run_id, name, seq))",
         ),
     ),
+    Migration(
+        5,
+        "indexes for list_runs pages (newest first, by status, by name) and for prune",
+        (
+            "DROP INDEX IF EXISTS ix_flowz_executions_runs",
+            "CREATE INDEX ix_flowz_executions_runs ON flowz_executions (created_at, id) "
+            "WHERE parent_id IS NULL",
+            "CREATE INDEX ix_flowz_executions_runs_status "
+            "ON flowz_executions (status, created_at, id) WHERE parent_id IS NULL",
+            "CREATE INDEX ix_flowz_executions_runs_name "
+            "ON flowz_executions (name, created_at, id) WHERE parent_id IS NULL",
+        ),
+    ),
 )
 assert MIGRATIONS[-1].version == SCHEMA_VERSION, "add a migration with every schema change"
 

@@ -34,10 +34,28 @@ class FlowzExecution(_Base, table=True):
         ),
         Index("ix_flowz_executions_parent", "parent_id", "position", "child_index"),
         Index("ix_flowz_executions_root", "root_id"),
-        # Since v2: top-level runs, newest first (flowz list).
+        # Since v2, with id since v5: top-level runs, newest first (list_runs pages).
         Index(
             "ix_flowz_executions_runs",
             "created_at",
+            "id",
+            sqlite_where=text("parent_id IS NULL"),
+            postgresql_where=text("parent_id IS NULL"),
+        ),
+        # Since v5: list_runs by status (and prune), by name.
+        Index(
+            "ix_flowz_executions_runs_status",
+            "status",
+            "created_at",
+            "id",
+            sqlite_where=text("parent_id IS NULL"),
+            postgresql_where=text("parent_id IS NULL"),
+        ),
+        Index(
+            "ix_flowz_executions_runs_name",
+            "name",
+            "created_at",
+            "id",
             sqlite_where=text("parent_id IS NULL"),
             postgresql_where=text("parent_id IS NULL"),
         ),

@@ -25,6 +25,7 @@ from ._protocol import (
     JournalEntry,
     LeaseLost,
     NewExecution,
+    RunQuery,
     StreamItem,
     WorkerRow,
 )
@@ -43,14 +44,19 @@ from ._sql import (
     WAKE_RECEIVER,
     WORKER_SELECT,
     cancel_descendants_sql,
+    check_fork_source,
     check_message_target,
     dumps_or_none,
     execution_row,
+    fork_statements,
     journal_entry,
     journal_params,
     new_execution_params,
+    prunable_sql,
+    prune_statements,
     receive_entry,
     receive_outcome,
+    run_query_sql,
     worker_row,
 )
 
@@ -227,14 +233,58 @@ class PostgresStore:
         )
         return [execution_row(r) for r in rows]
 
-    async def list_runs(self, status: str | None, limit: int) -> list[ExecutionRow]:
-        where = "parent_id IS NULL" + (" AND status = %s" if status else "")
+    async def list_runs(self, query: RunQuery) -> list[ExecutionRow]:
+        sql, params = run_query_sql(query, "%s")
+        return [execution_row(r) for r in await self.db.select(sql, params)]
+
+    @retried
+    async def fork_run(
+        self, source_id: str, new_id: str, at: int, rerun: Sequence[str]
+    ) -> ExecutionRow:
+        async with self.db.transaction() as cur:
+            await cur.execute(
+                "SELECT kind, parent_id, status, name, input, queue, priority, "
+                f"{_NOW} FROM flowz_executions WHERE id = %s FOR SHARE",
+                (source_id,),
+            )
+            found = await cur.fetchone()
+            await cur.execute("SELECT 1 FROM flowz_executions WHERE id = %s", (new_id,))
+            taken = await cur.fetchone() is not None
+            check_fork_source(source_id, found, new_id, taken, f"at {self.db.safe_url()}")
+            assert found is not None
+            _, _, _, name, payload, queue, priority, now = found
+            root = NewExecution(
+                id=new_id, root_id=new_id, kind="workflow", name=name, input=loads(payload),
+                queue=queue, priority=priority,
+            )  # fmt: skip
+            await self._insert_executions(cur, [root])
+            for sql, params in fork_statements(source_id, new_id, at, rerun, "%s", now):
+                await cur.execute(sql, params)
+            await cur.execute(f"SELECT {_COLUMNS} FROM flowz_executions WHERE id = %s", (new_id,))
+            created = execution_row(await cur.fetchone())  # type: ignore[arg-type]
+            await self._announce(cur)
+        return created
+
+    @retried
+    async def prune(self, before: float, statuses: Sequence[str], limit: int) -> int:
+        async with self.db.transaction() as cur:
+            # Locked: a retry of one of these runs waits, then finds it gone.
+            await cur.execute(
+                prunable_sql(statuses, "%s", "id")
+                + " ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED",
+                (*statuses, before, before, limit),
+            )
+            roots = [r[0] for r in await cur.fetchall()]
+            if roots:
+                for sql in prune_statements(len(roots), "%s"):
+                    await cur.execute(sql, roots)
+        return len(roots)
+
+    async def count_prunable(self, before: float, statuses: Sequence[str]) -> int:
         rows = await self.db.select(
-            f"SELECT {_COLUMNS} FROM flowz_executions WHERE {where} "
-            "ORDER BY created_at DESC LIMIT %s",
-            (status, limit) if status else (limit,),
+            prunable_sql(statuses, "%s", "count(*)"), (*statuses, before, before)
         )
-        return [execution_row(r) for r in rows]
+        return int(rows[0][0])
 
     @retried
     async def cancel_run(self, run_id: str) -> int:

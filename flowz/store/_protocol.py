@@ -16,6 +16,7 @@ __all__ = [
     "JournalEntry",
     "LeaseLost",
     "NewExecution",
+    "RunQuery",
     "Store",
     "StreamItem",
     "WorkerRow",
@@ -126,6 +127,25 @@ class JournalEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class RunQuery:
+    """Which runs `Store.list_runs` returns: newest first, keyset-paginated."""
+
+    #: Only these statuses (any, when empty).
+    statuses: tuple[str, ...] = ()
+    #: Only runs of this journal name.
+    name: str | None = None
+    #: Created at or after this time (epoch seconds).
+    since: float | None = None
+    #: Created before this time (epoch seconds).
+    until: float | None = None
+    #: The children of this execution; None: top-level runs.
+    parent: str | None = None
+    #: (created_at, id) of the last row of the previous page: only rows after it.
+    after: tuple[float, str] | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True)
 class StreamItem:
     """One value of a stream; the last item of a closed stream has `closed` set."""
 
@@ -186,8 +206,36 @@ class Store(Protocol):
     async def list_executions(self, root_id: str) -> list[ExecutionRow]:
         """Every execution of one run's tree, the root first, then by creation."""
 
-    async def list_runs(self, status: str | None, limit: int) -> list[ExecutionRow]:
-        """Top-level runs, newest first, optionally of one status."""
+    async def list_runs(self, query: RunQuery) -> list[ExecutionRow]:
+        """Runs (or one execution's children) matching `query`, newest first, then by id.
+
+        Top-level runs are read through an index per filter (status, name, or none),
+        so a page costs the same over a hundred runs or a million.
+        """
+
+    async def fork_run(
+        self, source_id: str, new_id: str, at: int, rerun: Sequence[str]
+    ) -> ExecutionRow:
+        """A new pending run from an ended one, its journal and children before `at` copied.
+
+        The copy keeps the source's name, input, queue and priority; the source is
+        untouched. Children (with their subtrees and journals) scheduled before `at`
+        are copied as they ended, except those in `rerun` (source ids of direct
+        children), which start again from scratch. In one transaction.
+        Raises RunNotFoundError for no such top-level run, UsageError for one that
+        has not ended or a `new_id` in use.
+        """
+
+    async def prune(self, before: float, statuses: Sequence[str], limit: int) -> int:
+        """Delete up to `limit` ended top-level runs created and finished before `before`.
+
+        With everything that belongs to them: children, journals, messages, events and
+        streams. Only runs whose status is in `statuses`. One short transaction; how
+        many runs were deleted (0: none left).
+        """
+
+    async def count_prunable(self, before: float, statuses: Sequence[str]) -> int:
+        """How many top-level runs `prune` would delete (for a dry run)."""
 
     async def cancel_run(self, run_id: str) -> int:
         """Cancel a run and every unfinished execution of its tree; how many were cancelled."""

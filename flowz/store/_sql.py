@@ -15,8 +15,8 @@ import anyio
 
 from .._serde import dumps, loads
 from .._types import JSON, TERMINAL_STATUSES
-from ..errors import RunEndedError, RunNotFoundError, SchemaVersionError
-from ._protocol import ExecutionRow, JournalEntry, NewExecution, WorkerRow
+from ..errors import RunEndedError, RunNotFoundError, SchemaVersionError, UsageError
+from ._protocol import ExecutionRow, JournalEntry, NewExecution, RunQuery, WorkerRow
 
 __all__ = [
     "CLAIM_ORDER",
@@ -36,10 +36,15 @@ __all__ = [
     "WORKER_SELECT",
     "ChangeSignal",
     "cancel_descendants_sql",
+    "check_fork_source",
     "check_message_target",
     "check_schema_version",
     "dumps_or_none",
     "execution_row",
+    "fork_statements",
+    "prune_statements",
+    "prunable_sql",
+    "run_query_sql",
     "journal_entry",
     "journal_params",
     "new_execution_params",
@@ -49,7 +54,7 @@ __all__ = [
 ]
 
 #: The schema this flowz reads and writes; `_migrate.MIGRATIONS` brings older ones here.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _EXECUTION_FIELDS = tuple(f.name for f in dataclasses.fields(ExecutionRow))
 #: The columns of flowz_executions, in ExecutionRow's field order.
@@ -145,6 +150,25 @@ def check_message_target(
         )
 
 
+def check_fork_source(
+    source_id: str, found: Sequence[Any] | None, new_id: str, taken: bool, where: str
+) -> None:
+    """Refuse to fork what is not an ended top-level run, or into an id in use.
+
+    `found`: the source's (kind, parent_id, status), or None; `taken`: `new_id` exists.
+    """
+    if found is None or found[0] != "workflow" or found[1] is not None:
+        raise RunNotFoundError(f"no top-level run with id {source_id!r} {where}: see `flowz list`")
+    if found[2] not in TERMINAL_STATUSES:
+        raise UsageError(
+            f"run {source_id!r} is {found[2]}: only an ended run can be forked (a copy of a "
+            f"running one would race it). Wait for it to end, or cancel it "
+            f"(`flowz cancel {source_id}`), then fork"
+        )
+    if taken:
+        raise UsageError(f"the id {new_id!r} already names a run: choose another id for the fork")
+
+
 def receive_outcome(
     taken: Sequence[Any] | None, message: Sequence[Any] | None, deadline: float | None, now: float
 ) -> tuple[str, JSON]:
@@ -199,6 +223,125 @@ def cancel_descendants_sql(mark: str, now: str) -> str:
         f"updated_at = {now}, {LEASE_CLEARED} WHERE id IN (SELECT id FROM tree) "
         f"AND status NOT IN ({TERMINAL_SQL})"
     )
+
+
+def run_query_sql(query: RunQuery, mark: str) -> tuple[str, list[Any]]:
+    """A `list_runs` read: statement and parameters, newest first then by id, keyset-paged.
+
+    Top-level filters match the partial indexes ix_flowz_executions_runs (none),
+    _runs_status (status) and _runs_name (name), all ordered (created_at, id), so
+    the page is read from an index, never sorted from a scan.
+    """
+    where = ["parent_id IS NULL"] if query.parent is None else [f"parent_id = {mark}"]
+    params: list[Any] = [] if query.parent is None else [query.parent]
+    if len(query.statuses) == 1:
+        where.append(f"status = {mark}")
+    elif query.statuses:
+        where.append(f"status IN ({', '.join([mark] * len(query.statuses))})")
+    params.extend(query.statuses)
+    for clause, value in (
+        (f"name = {mark}", query.name),
+        (f"created_at >= {mark}", query.since),
+        (f"created_at < {mark}", query.until),
+    ):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    if query.after is not None:
+        where.append(f"(created_at, id) < ({mark}, {mark})")
+        params.extend(query.after)
+    params.append(query.limit)
+    return (
+        f"SELECT {EXECUTION_COLUMNS} FROM flowz_executions WHERE {' AND '.join(where)} "
+        f"ORDER BY created_at DESC, id DESC LIMIT {mark}",
+        params,
+    )
+
+
+def prunable_sql(statuses: Sequence[str], mark: str, select: str) -> str:
+    """Ended top-level runs created and finished before a time (params: statuses, t, t).
+
+    Read through ix_flowz_executions_runs_status: created before `t` is a range of it.
+    """
+    return (
+        f"SELECT {select} FROM flowz_executions WHERE parent_id IS NULL AND status IN "
+        f"({', '.join([mark] * len(statuses))}) AND created_at < {mark} AND finished_at < {mark}"
+    )
+
+
+def prune_statements(roots: int, mark: str) -> list[str]:
+    """Delete `roots` runs' trees (each statement's params: the root ids), children last."""
+    ids = ", ".join([mark] * roots)
+    tree = f"SELECT id FROM flowz_executions WHERE root_id IN ({ids})"
+    return [
+        *(
+            f"DELETE FROM {table} WHERE {column} IN ({tree})"
+            for table, column in (
+                ("flowz_journal", "execution_id"),
+                ("flowz_messages", "run_id"),
+                ("flowz_events", "run_id"),
+                ("flowz_streams", "run_id"),
+            )
+        ),
+        f"DELETE FROM flowz_executions WHERE root_id IN ({ids})",
+    ]
+
+
+def fork_statements(
+    source_id: str, new_id: str, at: int, rerun: Sequence[str], mark: str, now: float
+) -> list[tuple[str, list[Any]]]:
+    """Copy a run's children before `at` (with subtrees and journals) and its journal.
+
+    The new run's own row is inserted first, by the caller. Copies keep their
+    status and results; ids swap the source's prefix for the new run's. The
+    children in `rerun` are inserted fresh (pending, no attempt) without subtrees.
+    """
+    cut = len(source_id) + 1  # substr() is 1-based: what follows the source id
+    skip = f" AND id NOT IN ({', '.join([mark] * len(rerun))})" if rerun else ""
+    tree = (
+        "WITH RECURSIVE tree(id) AS (SELECT id FROM flowz_executions WHERE parent_id = "
+        f"{mark} AND position < {mark}{skip} UNION ALL SELECT e.id FROM flowz_executions e "
+        "JOIN tree ON e.parent_id = tree.id) "
+    )
+    tree_params: list[Any] = [source_id, at, *rerun]
+    renamed = f"{mark} || substr(id, {mark}), {mark}, {mark} || substr(parent_id, {mark})"
+    renamed_params: list[Any] = [new_id, cut, new_id, new_id, cut]
+    columns = (
+        "id, root_id, parent_id, position, child_index, kind, name, input, output, error, "
+        "status, attempt, max_attempts, run_at, queue, priority, wait_count, created_at, "
+        "updated_at, started_at, finished_at"
+    )
+    statements: list[tuple[str, list[Any]]] = [
+        (
+            f"{tree}INSERT INTO flowz_executions ({columns}) SELECT {renamed}, position, "
+            "child_index, kind, name, input, output, error, status, attempt, max_attempts, "
+            f"run_at, queue, priority, 0, created_at, {mark}, started_at, finished_at "
+            "FROM flowz_executions WHERE id IN (SELECT id FROM tree)",
+            [*tree_params, *renamed_params, now],
+        ),
+        (
+            f"{tree}INSERT INTO flowz_journal ({JOURNAL_COLUMNS}) SELECT {mark} || "
+            f"substr(execution_id, {mark}), {JOURNAL_SELECT} FROM flowz_journal "
+            "WHERE execution_id IN (SELECT id FROM tree)",
+            [*tree_params, new_id, cut],
+        ),
+        (
+            f"INSERT INTO flowz_journal ({JOURNAL_COLUMNS}) SELECT {mark}, {JOURNAL_SELECT} "
+            f"FROM flowz_journal WHERE execution_id = {mark} AND position < {mark}",
+            [new_id, source_id, at],
+        ),
+    ]
+    if rerun:
+        statements.append(
+            (
+                f"INSERT INTO flowz_executions ({columns}) SELECT {renamed}, position, "
+                "child_index, kind, name, input, NULL, NULL, 'pending', 0, max_attempts, "
+                f"{mark}, queue, priority, 0, {mark}, {mark}, NULL, NULL FROM flowz_executions "
+                f"WHERE id IN ({', '.join([mark] * len(rerun))})",
+                [*renamed_params, now, now, now, *rerun],
+            )
+        )
+    return statements
 
 
 def dumps_or_none(value: JSON) -> str | None:

@@ -35,6 +35,7 @@ from ._protocol import (
     JournalEntry,
     LeaseLost,
     NewExecution,
+    RunQuery,
     StreamItem,
     WorkerRow,
 )
@@ -55,14 +56,19 @@ from ._sql import (
     WORKER_SELECT,
     ChangeSignal,
     cancel_descendants_sql,
+    check_fork_source,
     check_message_target,
     dumps_or_none,
     execution_row,
+    fork_statements,
     journal_entry,
     journal_params,
     new_execution_params,
+    prunable_sql,
+    prune_statements,
     receive_entry,
     receive_outcome,
+    run_query_sql,
     worker_row,
 )
 
@@ -308,14 +314,53 @@ class SqliteStore:
         )
         return [execution_row(r) for r in rows]
 
-    async def list_runs(self, status: str | None, limit: int) -> list[ExecutionRow]:
-        where = "parent_id IS NULL" + (" AND status = ?" if status else "")
-        rows = self._read(
-            f"SELECT {_COLUMNS} FROM flowz_executions WHERE {where} "
-            "ORDER BY created_at DESC LIMIT ?",
-            (status, limit) if status else (limit,),
-        )
-        return [execution_row(r) for r in rows]
+    async def list_runs(self, query: RunQuery) -> list[ExecutionRow]:
+        sql, params = run_query_sql(query, "?")
+        return [execution_row(r) for r in self._read(sql, params)]
+
+    async def fork_run(
+        self, source_id: str, new_id: str, at: int, rerun: Sequence[str]
+    ) -> ExecutionRow:
+        now = self.clock.now()
+        with self._tx() as cur:
+            found = cur.execute(
+                "SELECT kind, parent_id, status, name, input, queue, priority "
+                "FROM flowz_executions WHERE id = ?",
+                (source_id,),
+            ).fetchone()
+            taken = cur.execute("SELECT 1 FROM flowz_executions WHERE id = ?", (new_id,))
+            where = f"in {str(self.path)!r}"
+            check_fork_source(source_id, found, new_id, taken.fetchone() is not None, where)
+            _, _, _, name, payload, queue, priority = found
+            root = NewExecution(
+                id=new_id, root_id=new_id, kind="workflow", name=name, input=loads(payload),
+                queue=queue, priority=priority,
+            )  # fmt: skip
+            self._insert_executions(cur, [root], now)
+            for sql, params in fork_statements(source_id, new_id, at, rerun, "?", now):
+                cur.execute(sql, params)
+            row = cur.execute(f"SELECT {_COLUMNS} FROM flowz_executions WHERE id = ?", (new_id,))
+            created = execution_row(row.fetchone())
+        self._notify()
+        return created
+
+    async def prune(self, before: float, statuses: Sequence[str], limit: int) -> int:
+        with self._tx() as cur:
+            roots = [
+                r[0]
+                for r in cur.execute(
+                    prunable_sql(statuses, "?", "id") + " ORDER BY created_at LIMIT ?",
+                    (*statuses, before, before, limit),
+                )
+            ]
+            if roots:
+                for sql in prune_statements(len(roots), "?"):
+                    cur.execute(sql, roots)
+        return len(roots)
+
+    async def count_prunable(self, before: float, statuses: Sequence[str]) -> int:
+        rows = self._read(prunable_sql(statuses, "?", "count(*)"), (*statuses, before, before))
+        return int(rows[0][0])
 
     async def cancel_run(self, run_id: str) -> int:
         now = self.clock.now()
