@@ -330,6 +330,8 @@ def fork_statements(
             f"FROM flowz_journal WHERE execution_id = {mark} AND position < {mark}",
             [new_id, source_id, at],
         ),
+        # Started: the worker that claims it reads the copied journal (a resumed claim).
+        (f"UPDATE flowz_executions SET started_at = {mark} WHERE id = {mark}", [now, new_id]),
     ]
     if rerun:
         statements.append(
