@@ -44,6 +44,9 @@ from ._messages import set_event as set_event
 from ._messages import write_stream as write_stream
 from ._registry import Registry as Registry
 from ._runner import run as run
+from ._runs import JournalInfo as JournalInfo
+from ._runs import RunInfo as RunInfo
+from ._runs import RunPage as RunPage
 from ._types import Status as Status
 from .errors import ConfigError as ConfigError
 from .errors import FlowzError as FlowzError
@@ -70,6 +73,7 @@ __all__ = [
     "ConfigError",
     "DurableCall",
     "FlowzError",
+    "JournalInfo",
     "NonDeterminismError",
     "NotAWorkflowError",
     "RegistrationError",
@@ -78,7 +82,9 @@ __all__ = [
     "RunEndedError",
     "RunHandle",
     "RunNotFoundError",
+    "RunInfo",
     "RunOptions",
+    "RunPage",
     "RunTimeoutError",
     "SchemaVersionError",
     "SerializationError",

@@ -38,7 +38,7 @@ from ._runs import (
 from ._serde import abbreviated, error_line, json_value, load_error
 from ._types import EntryKind, Kind, Status, json_number, json_object
 from ._waiting import why_waiting
-from ._worker import Worker
+from ._worker import PRUNE_BATCH, Worker
 from .errors import (
     RunCancelledError,
     RunNotFoundError,
@@ -62,8 +62,6 @@ log = logging.getLogger("flowz.client")
 _EXPLAIN_AFTER_SECONDS = 5.0
 #: The most runs one list_runs page holds.
 MAX_PAGE = 1000
-#: Runs deleted per prune transaction: small enough that workers never wait long on it.
-PRUNE_BATCH = 200
 
 
 @final

@@ -70,6 +70,11 @@ class Settings:
                 "use FULL (default) or NORMAL"
             )
 
+    @property
+    def retention_seconds(self) -> float | None:
+        """`retention` in seconds; None when workers keep every run."""
+        return parse_duration(self.retention, "FLOWZ_RETENTION") if self.retention else None
+
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
         """Resolve settings: explicit overrides, then `FLOWZ_*` variables, then defaults."""

@@ -20,10 +20,11 @@ from ._engine import execute
 from ._events import EventBus
 from ._registry import Registry
 from ._serde import dump_error
+from ._types import TERMINAL_STATUSES
 from .errors import StoreError, StoreNotWritableError
 from .store._protocol import Claim, Fence, LeaseLost, Store
 
-__all__ = ["Worker", "serve"]
+__all__ = ["PRUNE_BATCH", "Worker", "serve"]
 
 log = logging.getLogger("flowz.worker")
 
@@ -32,6 +33,10 @@ _CLAIM_BATCH = 100
 _NEIGHBOUR_SECONDS = 1.0
 # While busy, wait up to this long for a quarter of the slots to free before claiming.
 _CLAIM_GATHER_SECONDS = 0.01
+#: Runs deleted per prune transaction: small enough that workers never wait long on it.
+PRUNE_BATCH = 200
+#: With FLOWZ_RETENTION, how often a worker looks for runs to delete when none were left.
+_PRUNE_SECONDS = 60.0
 
 
 def _pid_alive(pid: int) -> bool:
@@ -82,6 +87,7 @@ class Worker:
         self._idle: anyio.CancelScope | None = None
         self._reaped_at = -math.inf
         self._registered: list[str] = []
+        self._prune_at = -math.inf
 
     @property
     def stopping(self) -> bool:
@@ -310,8 +316,23 @@ class Worker:
                 )
                 self._stop(running, set(running) - held)
                 await self.reap()
+                await self._prune()
             except Exception:
                 log.exception("flowz worker %s: heartbeat failed; retrying", self.id)
+
+    async def _prune(self) -> None:
+        """With FLOWZ_RETENTION, delete one batch of runs that ended longer ago than it.
+
+        One batch per heartbeat while there is a backlog, else one look a minute: the
+        deleting never holds the database long, and workers share it.
+        """
+        retention = self.settings.retention_seconds
+        if retention is None or self.embedded or time.monotonic() < self._prune_at:
+            return
+        deleted = await self.store.prune(time.time() - retention, TERMINAL_STATUSES, PRUNE_BATCH)
+        if deleted:
+            log.info("flowz worker %s deleted %d run(s) past FLOWZ_RETENTION", self.id, deleted)
+        self._prune_at = -math.inf if deleted == PRUNE_BATCH else time.monotonic() + _PRUNE_SECONDS
 
     async def _stop_lost(self) -> None:
         """Stop running what this worker no longer holds (a cancel takes effect in ~1 s)."""

@@ -372,3 +372,109 @@ def test_events_and_messages_across_processes(cli_env: dict[str, str]) -> None:
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0
+
+
+def test_list_filters_journal_fork_and_prune(cli_env: dict[str, str], tmp_path: Path) -> None:
+    assert invoke("run", "tests.cli_app:squares", "--input", "[3]", "--id", "a")[0] == 0
+    assert invoke("run", "tests.cli_app:fragile", "--input", "[2]", "--id", "b")[0] == 1
+
+    code, out, _ = invoke("list", "--status", "failed", "--json")
+    assert code == 0 and [(r["id"], r["error"]["type"]) for r in json.loads(out)] == [
+        ("b", "Unlucky")
+    ]
+    code, out, _ = invoke("list", "--name", "tests.cli_app:squares")
+    assert [line.split("\t")[0] for line in out.splitlines()] == ["a"]
+    code, out, _ = invoke("list", "--status", "succeeded,failed", "--since", "1h")
+    assert {line.split("\t")[0] for line in out.splitlines()} == {"a", "b"}
+    assert invoke("list", "--until", "1h")[1] == ""
+    code, out, _ = invoke("list", "--parent", "a", "--json")
+    assert sorted(r["id"] for r in json.loads(out)) == ["a/0/0", "a/0/1", "a/0/2"]
+    code, out, _ = invoke("list", "--limit", "1")
+    hint = next(line for line in out.splitlines() if line.startswith("more runs: repeat"))
+    assert [line[:2] for line in out.splitlines() if line != hint] == ["b\t"]
+    code, out, _ = invoke("list", "--limit", "1", "--cursor", hint.split()[-1])
+    assert [line[:2] for line in out.splitlines()] == ["a\t"]
+    code, out, exc = invoke("list", "--since", "yesterday")
+    assert code == 1 and "--since 'yesterday': write how long ago (1d" in str(exc)
+
+    code, out, _ = invoke("journal", "b")
+    lines = [line.split("\t") for line in out.splitlines()]
+    assert [(f[0], f[1], f[2], f[3]) for f in lines] == [
+        ("0", "step", "tests.cli_app:square", "succeeded"),
+        ("1", "step", "tests.cli_app:fail_until_fixed", "failed"),
+    ]
+    code, out, _ = invoke("journal", "b", "--json")
+    assert json.loads(out)[1]["error"]["message"] == "2 is unlucky"
+
+    code, out, _ = invoke("fork", "b", "--at", "1", "--id", "b2")
+    assert code == 0 and out.strip() == "b2"
+    code, out, exc = invoke("fork", "b", "--at", "5")
+    assert code == 1 and "fork at 0 to 2" in str(exc)
+    (tmp_path / "fixed").touch()
+    code, out, _ = invoke("run", "tests.cli_app:fragile", "--input", "[2]", "--id", "b2")
+    assert code == 0 and out.strip() == "6"
+    assert invoke("status", "b")[0] == 1  # the original stays failed
+
+    code, out, _ = invoke("db", "prune", "--older-than", "1d", "--dry-run")
+    assert code == 0 and out.strip() == "would delete 0 run(s) that ended more than 1d ago"
+    code, out, _ = invoke("db", "prune", "--older-than", "0s", "--status", "failed")
+    assert code == 0 and out.strip() == "deleted 1 run(s) that ended more than 0s ago"
+    code, out, exc = invoke("db", "prune", "--older-than", "a month")
+    assert code == 1 and "--older-than='a month' is not a duration" in str(exc)
+    code, out, _ = invoke("list")
+    assert {line.split("\t")[0] for line in out.splitlines()} == {"a", "b2"}
+
+
+SHOP_V1 = """
+from pathlib import Path
+from flowz import step, workflow
+
+LOG = Path(__file__).with_name("effects.log")
+
+@step
+async def price(x: int) -> int:
+    with LOG.open("a") as log:
+        log.write("price\\n")
+    return x
+
+@step
+async def ship(x: int) -> int:
+    with LOG.open("a") as log:
+        log.write("ship\\n")
+    return 2 * x
+
+@workflow
+async def order(x: int) -> int:
+    a = await price(x)
+    b = await ship(x)
+    return a + b
+"""
+
+
+@pytest.mark.slow
+def test_flowz_replay_checks_recorded_runs_against_changed_code(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    code_file = tmp_path / "shopflow.py"
+    code_file.write_text(SHOP_V1)
+    done = flowz(cli_env, "run", f"{code_file}:order", "--input", "[1]", "--id", "r1")
+    assert done.returncode == 0 and done.stdout.strip() == "3", done.stderr
+    effects = (tmp_path / "effects.log").read_text()
+
+    done = flowz(cli_env, "replay", str(code_file))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1 workflow execution(s) checked, 0 would not replay"
+
+    code_file.write_text(SHOP_V1.replace("a = await price(x)\n    b = await ship(x)",
+                                         "b = await ship(x)\n    a = await price(x)"))  # fmt: skip
+    done = flowz(cli_env, "replay", str(code_file), "--since", "1h")
+    assert done.returncode == 1, done.stderr
+    problem, summary = done.stdout.strip().splitlines()
+    assert problem.startswith("r1 (shopflow:order, succeeded): run 'r1': at position 0")
+    assert "now calls 'step shopflow:ship', but its journal recorded 'step shopflow:price'" in (
+        problem
+    )
+    assert summary == "1 workflow execution(s) checked, 1 would not replay"
+    done = flowz(cli_env, "replay", str(code_file), "--run", "r1", "--json")
+    assert json.loads(done.stdout)[0]["problem"].startswith("run 'r1': at position 0")
+    assert (tmp_path / "effects.log").read_text() == effects  # no step ran

@@ -136,3 +136,37 @@ def test_the_approval_example_waits_for_a_message_then_charges(tmp_path: Path) -
     lines = run_example(tmp_path, "approval.py").stdout.splitlines()
     assert lines[0] == "status: waiting for approval"
     assert lines[1].endswith(": charged 19.99") and lines[2] == "events: {'status': 'charging'}"
+
+
+@pytest.mark.timeout(120)
+def test_the_operate_example_finds_forks_and_prunes(tmp_path: Path) -> None:
+    lines = run_example(tmp_path, "operate.py").stdout.splitlines()
+    assert lines[:3] == [
+        "o-1: charged 10 EUR, 2 labels",
+        "o-2 failed: no label printer for o-2/item-2",
+        "o-3: charged 5 EUR, 1 labels",
+    ]
+    assert lines[3].startswith("failed: o-2-") and lines[3].endswith(
+        "ValueError: no label printer for o-2/item-2"
+    )
+    assert [line.split()[1:] for line in lines[4:7]] == [
+        ["step", "operate:reserve", "succeeded"],
+        ["step", "operate:charge", "succeeded"],
+        ["gather", "operate:label", "scheduled"],
+    ]
+    assert lines[7:] == [
+        "fork: o-2: charged 15 EUR, 3 labels",
+        "charged: o-1, o-2, o-3",
+        "pruned 1 failed run(s)",
+    ]
+
+
+@pytest.mark.timeout(120)
+def test_the_deploy_check_example_passes_under_pytest(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         str(EXAMPLES / "test_deploy_check.py")],
+        cwd=tmp_path, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed" in done.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections import Counter
 from typing import Any
 
@@ -20,6 +21,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 @pytest.fixture(autouse=True)
 def _fresh_counts() -> None:
     calls.clear()
+
 
 UTC = dt.UTC
 #: How many times each step body ran, by name: "no step runs" is checked here.
@@ -73,7 +75,7 @@ async def test_list_runs_pages_10000_runs_without_duplicates_or_gaps(database_ur
             page = await client.list_runs(limit=700, cursor=page.next_cursor)
         bulk = [r for r in seen if r.id.startswith("bulk-")]
         assert len(bulk) == BULK and len({r.id for r in bulk}) == BULK
-        assert all(a.created >= b.created for a, b in zip(seen, seen[1:], strict=False))
+        assert all(a.created >= b.created for a, b in itertools.pairwise(seen))
 
         async def count(**filters: Any) -> int:
             total, cursor = 0, None
@@ -90,7 +92,9 @@ async def test_list_runs_pages_10000_runs_without_duplicates_or_gaps(database_ur
         until = dt.datetime.fromtimestamp(1200, UTC)
         assert await count(since=since, until=until) == 400
         odd_succeeded = sum(1 for i in range(400, 800) if i % 2 and i % 3 == 0)
-        assert await count(name="odd", status="succeeded", since=since, until=until) == odd_succeeded
+        assert (
+            await count(name="odd", status="succeeded", since=since, until=until) == odd_succeeded
+        )
         assert await count(name=one_step) == 1 + BULK // 700
 
         info = await client.get_run("bulk-7")
@@ -103,7 +107,7 @@ async def test_list_runs_rejects_bad_filters_with_the_fix(tmp_path: Any) -> None
         with pytest.raises(flowz.UsageError, match="status 'done' is not a run status"):
             await client.list_runs(status="done")
         with pytest.raises(flowz.UsageError, match="has no time zone"):
-            await client.list_runs(since=dt.datetime(2026, 1, 1))  # noqa: DTZ001
+            await client.list_runs(since=dt.datetime(2026, 1, 1))
         with pytest.raises(flowz.UsageError, match="a page holds 1 to 1000 runs"):
             await client.list_runs(limit=0)
         with pytest.raises(flowz.UsageError, match="is not one list_runs returned"):

@@ -270,8 +270,7 @@ class PostgresStore:
         async with self.db.transaction() as cur:
             # Locked: a retry of one of these runs waits, then finds it gone.
             await cur.execute(
-                prunable_sql(statuses, "%s", "id")
-                + " ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED",
+                prunable_sql(statuses, "%s", "id") + " LIMIT %s FOR UPDATE SKIP LOCKED",
                 (*statuses, before, before, limit),
             )
             roots = [r[0] for r in await cur.fetchall()]

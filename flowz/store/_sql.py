@@ -225,12 +225,13 @@ def cancel_descendants_sql(mark: str, now: str) -> str:
     )
 
 
-def run_query_sql(query: RunQuery, mark: str) -> tuple[str, list[Any]]:
+def run_query_sql(query: RunQuery, mark: str, *, hint: bool = False) -> tuple[str, list[Any]]:
     """A `list_runs` read: statement and parameters, newest first then by id, keyset-paged.
 
     Top-level filters match the partial indexes ix_flowz_executions_runs (none),
     _runs_status (status) and _runs_name (name), all ordered (created_at, id), so
-    the page is read from an index, never sorted from a scan.
+    the page is read from an index, never sorted from a scan. `hint`: name that
+    index (SQLite's INDEXED BY: without statistics its planner may pick another).
     """
     where = ["parent_id IS NULL"] if query.parent is None else [f"parent_id = {mark}"]
     params: list[Any] = [] if query.parent is None else [query.parent]
@@ -251,20 +252,33 @@ def run_query_sql(query: RunQuery, mark: str) -> tuple[str, list[Any]]:
         where.append(f"(created_at, id) < ({mark}, {mark})")
         params.extend(query.after)
     params.append(query.limit)
+    index = ""
+    if hint:
+        index = " INDEXED BY ix_flowz_executions_" + (
+            "parent"
+            if query.parent is not None
+            else "runs_name"
+            if query.name is not None
+            else "runs_status"
+            if len(query.statuses) == 1
+            else "runs"
+        )
     return (
-        f"SELECT {EXECUTION_COLUMNS} FROM flowz_executions WHERE {' AND '.join(where)} "
+        f"SELECT {EXECUTION_COLUMNS} FROM flowz_executions{index} WHERE {' AND '.join(where)} "
         f"ORDER BY created_at DESC, id DESC LIMIT {mark}",
         params,
     )
 
 
-def prunable_sql(statuses: Sequence[str], mark: str, select: str) -> str:
+def prunable_sql(statuses: Sequence[str], mark: str, select: str, *, hint: bool = False) -> str:
     """Ended top-level runs created and finished before a time (params: statuses, t, t).
 
-    Read through ix_flowz_executions_runs_status: created before `t` is a range of it.
+    Read through ix_flowz_executions_runs_status: created before `t` is a range of it
+    (`hint`: say so, for SQLite).
     """
+    index = " INDEXED BY ix_flowz_executions_runs_status" if hint else ""
     return (
-        f"SELECT {select} FROM flowz_executions WHERE parent_id IS NULL AND status IN "
+        f"SELECT {select} FROM flowz_executions{index} WHERE parent_id IS NULL AND status IN "
         f"({', '.join([mark] * len(statuses))}) AND created_at < {mark} AND finished_at < {mark}"
     )
 

@@ -315,7 +315,7 @@ class SqliteStore:
         return [execution_row(r) for r in rows]
 
     async def list_runs(self, query: RunQuery) -> list[ExecutionRow]:
-        sql, params = run_query_sql(query, "?")
+        sql, params = run_query_sql(query, "?", hint=True)
         return [execution_row(r) for r in self._read(sql, params)]
 
     async def fork_run(
@@ -349,7 +349,7 @@ class SqliteStore:
             roots = [
                 r[0]
                 for r in cur.execute(
-                    prunable_sql(statuses, "?", "id") + " ORDER BY created_at LIMIT ?",
+                    prunable_sql(statuses, "?", "id", hint=True) + " LIMIT ?",
                     (*statuses, before, before, limit),
                 )
             ]
@@ -359,7 +359,9 @@ class SqliteStore:
         return len(roots)
 
     async def count_prunable(self, before: float, statuses: Sequence[str]) -> int:
-        rows = self._read(prunable_sql(statuses, "?", "count(*)"), (*statuses, before, before))
+        rows = self._read(
+            prunable_sql(statuses, "?", "count(*)", hint=True), (*statuses, before, before)
+        )
         return int(rows[0][0])
 
     async def cancel_run(self, run_id: str) -> int:
