@@ -348,8 +348,8 @@ class Client:
 
         Each run goes with everything it owns: children, journals, messages, events,
         streams. A run that has not ended (and so no child of one) is never deleted.
-        The work is done in transactions of a few hundred runs, so workers never wait
-        on it for long. With `dry_run`, only counts.
+        The work is done in transactions of a hundred runs, with a pause as long as
+        each took, so workers never wait on it for long. With `dry_run`, only counts.
 
         Examples:
             >>> await client.prune(timedelta(days=30))
@@ -369,11 +369,14 @@ class Client:
             return await self.store.count_prunable(before, statuses)
         deleted = 0
         while True:
+            started = time.monotonic()
             batch = await self.store.prune(before, statuses, PRUNE_BATCH)
             deleted += batch
             if batch < PRUNE_BATCH:
                 return deleted
-            await anyio.sleep(0)  # let this process's workers in between batches
+            # As long a pause as the batch took: the prune takes at most half of the
+            # database's time, and workers' writes queue behind one batch at most.
+            await anyio.sleep(time.monotonic() - started)
 
     @overload
     def handle(self, run_id: str) -> RunHandle[Any]: ...

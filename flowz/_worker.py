@@ -34,7 +34,7 @@ _NEIGHBOUR_SECONDS = 1.0
 # While busy, wait up to this long for a quarter of the slots to free before claiming.
 _CLAIM_GATHER_SECONDS = 0.01
 #: Runs deleted per prune transaction: small enough that workers never wait long on it.
-PRUNE_BATCH = 200
+PRUNE_BATCH = 100
 #: With FLOWZ_RETENTION, how often a worker looks for runs to delete when none were left.
 _PRUNE_SECONDS = 60.0
 

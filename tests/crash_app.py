@@ -91,6 +91,28 @@ async def inbox(n: int) -> list[int]:
     return [await handle(await flowz.recv("item")) for _ in range(n)]
 
 
+#: Which release of `release` runs: "1" (before the patch) or "2" (with it).
+RELEASE = os.environ.get("CRASH_RELEASE", "1")
+
+
+@workflow
+async def release(x: int) -> int:
+    a = await one(x)
+    if RELEASE == "1":
+        b = await two(a)
+    elif flowz.patched("no-two"):  # release 2 drops the call of two
+        b = a
+    else:
+        b = await two(a)  # what runs recorded by release 1 did
+    return await three(b)
+
+
 if __name__ == "__main__":
-    chosen = {"three_steps": three_steps, "fan": fan, "sleepy": sleepy, "inbox": inbox}[sys.argv[1]]
+    chosen = {
+        "three_steps": three_steps,
+        "fan": fan,
+        "sleepy": sleepy,
+        "inbox": inbox,
+        "release": release,
+    }[sys.argv[1]]
     print(flowz.run(chosen.options(id=sys.argv[3]), int(sys.argv[2])))

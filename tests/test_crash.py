@@ -17,9 +17,12 @@ APP = Path(__file__).with_name("crash_app.py")
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 
-def launch(tmp_path: Path, args: list[str], hang_in: str = "") -> subprocess.Popen[str]:
+def launch(
+    tmp_path: Path, args: list[str], hang_in: str = "", release: str = "1"
+) -> subprocess.Popen[str]:
     env = {
         **os.environ,
+        "CRASH_RELEASE": release,
         "CRASH_LOG_DIR": str(tmp_path),
         "CRASH_HANG_IN": hang_in,
         "FLOWZ_DATABASE_URL": f"sqlite:///{tmp_path / 'crash.db'}",
@@ -163,3 +166,18 @@ def test_sigint_stops_the_process_and_gives_its_work_back(tmp_path: Path) -> Non
     assert (status, owner, workers) == ("pending", None, 0)
     assert finish(launch(tmp_path, ["three_steps", "1", "int-1"])) == str((1 + 1) * 2 + 3)
     assert calls(tmp_path) == ["one", "two", "three-start", "three-start", "three-end"]
+
+
+def test_patched_holds_across_a_killed_process(tmp_path: Path) -> None:
+    # Release 1 records one and two, and is killed in three; release 2 resumes it.
+    kill_when_ready(launch(tmp_path, ["release", "5", "old"], hang_in="three"), tmp_path)
+    assert finish(launch(tmp_path, ["release", "5", "old"], release="2")) == str((5 + 1) * 2 + 3)
+    assert calls(tmp_path) == ["one", "two", "three-start", "three-start", "three-end"]
+
+    # A run of release 2 journals the patch before it is killed: it keeps the new branch.
+    (tmp_path / "calls.log").unlink()
+    kill_when_ready(
+        launch(tmp_path, ["release", "5", "new"], hang_in="three", release="2"), tmp_path
+    )
+    assert finish(launch(tmp_path, ["release", "5", "new"], release="2")) == str(5 + 1 + 3)
+    assert calls(tmp_path) == ["one", "three-start", "three-start", "three-end"]
