@@ -31,6 +31,7 @@ from ._context import sleep as sleep
 from ._context import uuid4 as uuid4
 from ._decorators import StepFunction as StepFunction
 from ._decorators import WorkflowFunction as WorkflowFunction
+from ._decorators import cron as cron
 from ._decorators import step as step
 from ._decorators import workflow as workflow
 from ._gather import gather_durable as gather_durable
@@ -42,6 +43,8 @@ from ._messages import recv as recv
 from ._messages import send as send
 from ._messages import set_event as set_event
 from ._messages import write_stream as write_stream
+from ._queues import Queue as Queue
+from ._queues import Rate as Rate
 from ._registry import Registry as Registry
 from ._runner import run as run
 from ._runs import JournalInfo as JournalInfo
@@ -76,6 +79,8 @@ __all__ = [
     "JournalInfo",
     "NonDeterminismError",
     "NotAWorkflowError",
+    "Queue",
+    "Rate",
     "RegistrationError",
     "Registry",
     "RunCancelledError",
@@ -103,6 +108,7 @@ __all__ = [
     "WorkflowError",
     "WorkflowFunction",
     "close_stream",
+    "cron",
     "current_step",
     "deprecate_patch",
     "gather_durable",

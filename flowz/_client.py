@@ -38,7 +38,7 @@ from ._runs import (
 from ._serde import abbreviated, error_line, json_value, load_error
 from ._types import EntryKind, Kind, Status, json_number, json_object
 from ._waiting import why_waiting
-from ._worker import PRUNE_BATCH, Worker
+from ._worker import PRUNE_BATCH, Worker, queue_limits
 from .errors import (
     RunCancelledError,
     RunNotFoundError,
@@ -108,6 +108,7 @@ class Client:
         # Idle in-process workers of earlier runs, by registry: registering, reaping and
         # deregistering per call cost more than a small run.
         self._workers: dict[Registry, Worker] = {}
+        self._queues_defined: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<flowz.Client {self.settings.database_url}>"
@@ -398,6 +399,11 @@ class Client:
             deadlines.append(time.time() + wf.definition.options.timeout)
         if wf.run_options.deadline is not None:
             deadlines.append(wf.run_options.deadline.timestamp())
+        queue = wf.definition.options.queue
+        if queue is not None and queue.name not in self._queues_defined:
+            # Stored with its first run, so `flowz queues` shows it before a worker starts.
+            await self.store.define_queues([queue_limits(queue)])
+            self._queues_defined.add(queue.name)
         row, created = await self.store.create_run(
             NewExecution(
                 id=run_id,
@@ -405,8 +411,10 @@ class Client:
                 kind=Kind.WORKFLOW.value,
                 name=wf.name,
                 input=payload,
-                queue=self.settings.queue,
+                queue=self.settings.queue if queue is None else queue.name,
+                priority=wf.run_options.priority,
                 deadline=min(deadlines, default=None),
+                partition_key=wf.run_options.partition,
             )
         )
         if not created and (row.name != wf.name or row.parent_id is not None):

@@ -160,9 +160,10 @@ class DurableCall(Generic[R]):
                 f"{self!r} was awaited outside a running workflow: start a workflow with "
                 "`await wf.run(...)`, `wf.start(...)` or `flowz.run(wf, ...)`"
             )
-        if self.definition.kind is Kind.STEP:
+        if self.definition.kind is Kind.STEP and self.definition.options.queue is None:
             # The position is taken here, synchronously, in program order (see ExecutionContext).
             return ctx.call_step(self).__await__()
+        # A child workflow, or a step of a queue (a child, so the queue's limits hold for it).
         return ctx.wait_one(ctx.schedule([self])[0]).__await__()
 
 
@@ -216,6 +217,10 @@ class RunOptions:
     progress: object = None
     #: When the run fails with RunTimeoutError (an aware datetime), if before its timeout.
     deadline: _dt.datetime | None = None
+    #: Higher runs first within a queue; its children inherit it.
+    priority: int = 0
+    #: The key its queue's per_partition limit counts by; its children inherit it.
+    partition: str | None = None
 
 
 _RESERVED = ("id", "progress")

@@ -19,6 +19,7 @@ from ._context import (
     current_context,
     reserved_parameters,
 )
+from ._queues import CatchUp, Queue, Schedule
 from ._registry import (
     Definition,
     Registry,
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from ._client import RunHandle
     from .progress import ProgressView
 
-__all__ = ["StepFunction", "WorkflowFunction", "step", "workflow"]
+__all__ = ["StepFunction", "WorkflowFunction", "cron", "step", "workflow"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -80,14 +81,19 @@ class WorkflowFunction(DurableFunction[P, R]):
         id: str | None = None,
         progress: bool | ProgressView | None = None,
         deadline: datetime.datetime | None = None,
+        priority: int | None = None,
+        partition: str | None = None,
     ) -> WorkflowFunction[P, R]:
-        """This workflow with run options: the run id, the live view, a deadline.
+        """This workflow with run options: the run id, the live view, a deadline, ...
 
         `id` makes starting idempotent: the same id never starts a second run, and a
         run started again after a crash resumes. `progress` is True, False or a
         `flowz.progress.ProgressView` (default: FLOWZ_PROGRESS). `deadline` (an
         aware datetime) fails the run with `flowz.RunTimeoutError` when it passes,
         waiting included (the earlier of it and `@workflow(timeout=)` wins).
+        `priority`: higher runs are claimed first within their queue (default 0), and
+        so are their children. `partition`: the key a queue's `per_partition` limit
+        counts by (a tenant, a user), inherited by the run's children.
 
         Examples:
             >>> report = await crawl.options(id="crawl-2026-11-29").run(urls)
@@ -98,8 +104,16 @@ class WorkflowFunction(DurableFunction[P, R]):
                 f"options(deadline={deadline!r}) has no time zone: pass an aware datetime, "
                 "like datetime.now(timezone.utc) + timedelta(hours=1)"
             )
-        chosen = self._replace_options(id=id, progress=progress, deadline=deadline)
-        return cast(WorkflowFunction[P, R], chosen)
+        if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+            raise UsageError(f"options(priority={priority!r}): a priority is a whole number")
+        if partition is not None and (not isinstance(partition, str) or not partition):
+            raise UsageError(f"options(partition={partition!r}): a partition key is a string")
+        changes: dict[str, Any] = {"id": id, "progress": progress, "deadline": deadline}
+        if priority is not None:
+            changes["priority"] = priority
+        if partition is not None:
+            changes["partition"] = partition
+        return cast(WorkflowFunction[P, R], self._replace_options(**changes))
 
     async def run(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run to completion in this event loop (with an in-process worker); return the result.
@@ -169,6 +183,8 @@ def step(
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
     name: str | None = None,
     registry: Registry | None = None,
+    queue: Queue | None = None,
+    partition: Callable[..., str] | None = None,
 ) -> _StepDecorator: ...
 def step(
     fn: Callable[..., Any] | None = None,
@@ -181,6 +197,8 @@ def step(
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
     name: str | None = None,
     registry: Registry | None = None,
+    queue: Queue | None = None,
+    partition: Callable[..., str] | None = None,
 ) -> Any:
     """Make a function a durable step: journaled inside a workflow, a plain call outside.
 
@@ -194,10 +212,16 @@ def step(
         name: the stable journal name (default `module:qualname`).
         registry: where to register (default: the process-wide registry); a run of a
             workflow of this registry is worked on by workers of the same registry.
+        queue: a `flowz.Queue`: each call runs as a child execution of that queue,
+            within its limits (awaited inline, it is a one-child gather).
+        partition: a function of the call's arguments that returns its partition key
+            (default: the calling run's), for the queue's `per_partition` limit.
 
     Examples:
         >>> @step(retries=3, timeout=30)
         ... async def fetch(url: str) -> str: ...
+        >>> @step(queue=api, partition=lambda url: urlsplit(url).hostname)
+        ... async def crawl(url: str) -> str: ...
     """
     if retries < 0 or retry_delay < 0 or backoff < 1 or (timeout is not None and timeout <= 0):
         raise UsageError(
@@ -205,12 +229,20 @@ def step(
             f"timeout > 0 (got retries={retries}, retry_delay={retry_delay}, "
             f"backoff={backoff}, timeout={timeout})"
         )
+    _check_queue(queue, "@step")
+    if partition is not None and not callable(partition):
+        raise UsageError(
+            f"@step(partition={partition!r}): pass a function of the step's arguments that "
+            "returns the key, e.g. partition=lambda url: urlsplit(url).hostname"
+        )
     options = StepOptions(
         retries=retries,
         backoff=backoff,
         retry_delay=retry_delay,
         timeout=timeout,
         retry_on=retry_on if isinstance(retry_on, tuple) else (retry_on,),
+        queue=queue,
+        partition=partition,
     )
 
     def decorate(f: Callable[..., Any]) -> StepFunction[Any, Any]:
@@ -218,6 +250,50 @@ def step(
         return StepFunction(_definition(f, Kind.STEP, name, options, chosen), chosen)
 
     return decorate if fn is None else decorate(fn)
+
+
+def cron(
+    schedule: str,
+    *,
+    timezone: str = "UTC",
+    catch_up: CatchUp = "latest",
+    name: str | None = None,
+    registry: Registry | None = None,
+    queue: Queue | None = None,
+) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], WorkflowFunction[P, R]]:
+    """A scheduled workflow: `@flowz.cron(expr)` is `@workflow(schedule=expr)`.
+
+    Examples:
+        >>> @flowz.cron("*/15 * * * *")
+        ... async def sync_inventory(tick: datetime) -> int: ...
+    """
+    return workflow(
+        name=name,
+        registry=registry,
+        queue=queue,
+        schedule=schedule,
+        timezone=timezone,
+        catch_up=catch_up,
+    )
+
+
+def _check_queue(queue: object, where: str) -> None:
+    if queue is not None and not isinstance(queue, Queue):
+        raise UsageError(
+            f"{where}(queue={queue!r}): pass a flowz.Queue, e.g. "
+            'api = flowz.Queue("api", concurrency=10)'
+        )
+
+
+def _check_takes_the_tick(fn: Callable[..., Any]) -> None:
+    """A scheduled workflow is called with one argument, the tick."""
+    try:
+        inspect.signature(fn).bind(datetime.datetime.now(datetime.UTC))
+    except TypeError:
+        raise UsageError(
+            f"scheduled workflow {fn.__qualname__} must take the tick as its one argument: "
+            f"`async def {fn.__name__}(tick: datetime) -> ...`"
+        ) from None
 
 
 class _StepDecorator(Protocol):
@@ -231,7 +307,14 @@ class _StepDecorator(Protocol):
 def workflow(fn: Callable[P, Coroutine[Any, Any, R]], /) -> WorkflowFunction[P, R]: ...
 @overload
 def workflow(
-    *, name: str | None = None, registry: Registry | None = None, timeout: float | None = None
+    *,
+    name: str | None = None,
+    registry: Registry | None = None,
+    timeout: float | None = None,
+    queue: Queue | None = None,
+    schedule: str | None = None,
+    timezone: str = "UTC",
+    catch_up: CatchUp = "latest",
 ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], WorkflowFunction[P, R]]: ...
 def workflow(
     fn: Callable[..., Any] | None = None,
@@ -240,6 +323,10 @@ def workflow(
     name: str | None = None,
     registry: Registry | None = None,
     timeout: float | None = None,
+    queue: Queue | None = None,
+    schedule: str | None = None,
+    timezone: str = "UTC",
+    catch_up: CatchUp = "latest",
 ) -> Any:
     """Make an async function a durable workflow.
 
@@ -250,19 +337,31 @@ def workflow(
     With `timeout=`, a run (or a child run) fails with `flowz.RunTimeoutError` that
     many seconds after it was created, waiting included, and its unfinished
     children are cancelled; a child never gets longer than its parent has left.
+    With `queue=`, its runs (and child runs) go to that `flowz.Queue`, within its
+    limits. With `schedule=` (a cron expression, in `timezone`), workers that
+    import it start one run per tick, exactly once across the fleet; the workflow
+    takes the tick (an aware datetime) as its one argument. After downtime,
+    `catch_up` picks the missed ticks that run: "latest" (the last one), "all",
+    or "none".
 
     Examples:
         >>> @workflow
         ... async def crawl(urls: list[str]) -> int:
         ...     pages = await gather_durable(*(fetch(u) for u in urls))
         ...     return len(pages)
+        >>> @workflow(schedule="0 9 * * mon-fri", timezone="Europe/Paris")
+        ... async def morning_report(tick: datetime) -> str: ...
     """
     if timeout is not None and timeout <= 0:
         raise UsageError(f"@workflow(timeout={timeout!r}): give seconds > 0, or None")
+    _check_queue(queue, "@workflow")
+    planned = None if schedule is None else Schedule(schedule, timezone, catch_up)
 
     def decorate(f: Callable[..., Any]) -> WorkflowFunction[Any, Any]:
         chosen = registry or default_registry()
-        options = StepOptions(timeout=timeout)
+        if planned is not None:
+            _check_takes_the_tick(f)
+        options = StepOptions(timeout=timeout, queue=queue, schedule=planned)
         return WorkflowFunction(_definition(f, Kind.WORKFLOW, name, options, chosen), chosen)
 
     return decorate if fn is None else decorate(fn)

@@ -327,6 +327,7 @@ class _Attempt(ExecutionContext):
             return handles
         # Serialise every argument now, so a bad one fails at the call site.
         inputs = [c.definition.codec.dump_args(c.args, c.kwargs) for c in calls]
+        partitions = [self._partition(c) for c in calls]
         self._entries.append(
             JournalEntry(
                 position,
@@ -348,13 +349,33 @@ class _Attempt(ExecutionContext):
                 name=c.definition.name,
                 input=inputs[i],
                 max_attempts=c.definition.options.max_attempts,
-                queue=self.row.queue,
+                queue=_queue_of(c.definition, self.row.queue),
                 priority=self.row.priority,
                 deadline=self._child_deadline(c.definition),
+                partition_key=partitions[i],
             )
             for i, c in enumerate(calls)
         )
         return handles
+
+    def _partition(self, call: DurableCall[Any]) -> str | None:
+        """A child's partition key: its step's function of the arguments, else this run's."""
+        key_of = call.definition.options.partition
+        if key_of is None:
+            return self.row.partition_key
+        try:
+            key = key_of(*call.args, **call.kwargs)
+        except Exception as exc:
+            raise UsageError(
+                f"the partition function of {call.definition.name} raised {exc!r} for "
+                f"{call!r}: it must return a string for every call"
+            ) from exc
+        if not isinstance(key, str):
+            raise UsageError(
+                f"the partition function of {call.definition.name} returned {key!r}: "
+                "return a string (a tenant, a user, a host)"
+            )
+        return key
 
     def _child_deadline(self, definition: Definition) -> float | None:
         """A workflow child's deadline: its own timeout, never past this run's deadline."""
@@ -589,6 +610,12 @@ class _Attempt(ExecutionContext):
             ),
             "sleep",
         )
+
+
+def _queue_of(definition: Definition, callers: str) -> str:
+    """A child's queue: its function's, else its caller's."""
+    queue = definition.options.queue
+    return callers if queue is None else queue.name
 
 
 def _first_leaf(group: BaseExceptionGroup[_StoreFailed]) -> _StoreFailed:

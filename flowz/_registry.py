@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._queues import Queue, Schedule
 from ._serde import Codec
 from ._types import Kind
 from .errors import RegistrationError
@@ -33,6 +34,12 @@ class StepOptions:
     retry_delay: float = 1.0
     timeout: float | None = None
     retry_on: tuple[type[BaseException], ...] = (Exception,)
+    #: The queue its executions go to (None: the caller's).
+    queue: Queue | None = None
+    #: The partition key of a call, from its arguments (None: the caller's).
+    partition: Callable[..., str] | None = None
+    #: A workflow's cron schedule.
+    schedule: Schedule | None = None
 
     @property
     def max_attempts(self) -> int:
@@ -150,6 +157,20 @@ class Registry:
     def known(self) -> list[str]:
         """The journal names of the registered functions, sorted (no aliases)."""
         return sorted(self._definitions)
+
+    def queues(self) -> list[Queue]:
+        """The queues the registered functions name, by name."""
+        found = {d.options.queue.name: d.options.queue for d in self._definitions.values()
+                 if d.options.queue is not None}  # fmt: skip
+        return [found[name] for name in sorted(found)]
+
+    def schedules(self) -> list[tuple[Definition, Schedule]]:
+        """The scheduled workflows and their schedules, by name."""
+        return [
+            (d, d.options.schedule)
+            for _, d in sorted(self._definitions.items())
+            if d.options.schedule is not None
+        ]
 
 
 def _source(definition: Definition) -> str:

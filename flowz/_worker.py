@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import logging
 import math
@@ -18,13 +19,22 @@ from anyio.abc import TaskGroup
 from ._config import Settings
 from ._engine import execute
 from ._events import EventBus
-from ._registry import Registry
+from ._queues import DEFAULT_QUEUE, Queue, Schedule
+from ._registry import Definition, Registry
 from ._serde import dump_error
 from ._types import TERMINAL_STATUSES
 from .errors import StoreError, StoreNotWritableError
-from .store._protocol import Claim, Fence, LeaseLost, Store
+from .store._protocol import (
+    Claim,
+    Fence,
+    LeaseLost,
+    NewExecution,
+    QueueLimits,
+    ScheduleRow,
+    Store,
+)
 
-__all__ = ["PRUNE_BATCH", "Worker", "serve"]
+__all__ = ["PRUNE_BATCH", "Worker", "queue_limits", "serve"]
 
 log = logging.getLogger("flowz.worker")
 
@@ -37,6 +47,37 @@ _CLAIM_GATHER_SECONDS = 0.01
 PRUNE_BATCH = 100
 #: With FLOWZ_RETENTION, how often a worker looks for runs to delete when none were left.
 _PRUNE_SECONDS = 60.0
+
+
+#: Missed ticks later than this are not "missed" for catch_up="none": the worker was busy.
+_TICK_GRACE_SECONDS = 60.0
+#: At most this many missed ticks run after downtime with catch_up="all".
+_MAX_CATCH_UP = 1000
+
+
+def queue_limits(queue: Queue) -> QueueLimits:
+    """The stored form of a queue's limits."""
+    return QueueLimits(
+        queue.name,
+        queue.concurrency,
+        queue.per_worker,
+        None if queue.rate is None else queue.rate.limit,
+        None if queue.rate is None else float(queue.rate.per),
+        queue.per_partition,
+    )
+
+
+def _due_ticks(schedule: Schedule, last: float, now: float) -> tuple[list[dt.datetime], float]:
+    """The ticks after `last` up to `now` (at most a bit over the catch-up cap), and the next."""
+    due: list[dt.datetime] = []
+    ticks = schedule.ticks(dt.datetime.fromtimestamp(last, dt.UTC))
+    for tick in ticks:
+        if tick.timestamp() > now:
+            return due, tick.timestamp()
+        due.append(tick)
+        if len(due) > 10 * _MAX_CATCH_UP:
+            due = due[-_MAX_CATCH_UP - 1 :]  # years of missed ticks: keep the newest
+    return due, math.inf
 
 
 def _pid_alive(pid: int) -> bool:
@@ -88,6 +129,12 @@ class Worker:
         self._reaped_at = -math.inf
         self._registered: list[str] = []
         self._prune_at = -math.inf
+        # Running executions per queue, for per_worker limits.
+        self._by_queue: dict[str, int] = {}
+        self._next_tick = -math.inf
+        self._rate_wait: float | None = None
+        # Queues whose last claim took less than it asked (their limits, or no work).
+        self._limited: set[str] = set()
 
     @property
     def stopping(self) -> bool:
@@ -117,11 +164,28 @@ class Worker:
         await self._register()
         await self.reap()
 
+    @property
+    def queues(self) -> list[str]:
+        """The queues it claims from: FLOWZ_QUEUE's alone, else default and those named."""
+        if self.settings.queue != DEFAULT_QUEUE:
+            return [self.settings.queue]
+        return [DEFAULT_QUEUE, *(q.name for q in self.registry.queues() if q.name != DEFAULT_QUEUE)]
+
     async def _register(self) -> None:
-        """Record this worker with its queue and names (`flowz status` tells who runs what)."""
+        """Record this worker, its queues and names; store its queues and schedules."""
         self._registered = self.registry.known()
+        if self.registry.queues():
+            await self.store.define_queues([queue_limits(q) for q in self.registry.queues()])
+        if self.registry.schedules():
+            await self.store.define_schedules(
+                [
+                    ScheduleRow(d.name, s.cron, s.timezone, s.catch_up)
+                    for d, s in self.registry.schedules()
+                ]
+            )
+            self._next_tick = -math.inf
         await self.store.register_worker(
-            self.id, self.host, os.getpid(), self.settings.queue, self._registered
+            self.id, self.host, os.getpid(), ",".join(self.queues), self._registered
         )
 
     async def close(self) -> None:
@@ -191,9 +255,8 @@ class Worker:
             names = self.registry.names()
             try:
                 mark = self.store.change_mark()  # a change after this wakes the wait below
-                claims = await self.store.claim(
-                    self.id, names, settings.queue, min(free, _CLAIM_BATCH), settings.lease_seconds
-                )
+                await self._tick_schedules()
+                claims = await self._claim(names, min(free, _CLAIM_BATCH))
             except StoreError as exc:
                 self._store_failed(exc)
                 log.warning("flowz worker %s cannot claim work (%s); retrying", self.id, exc)
@@ -201,14 +264,22 @@ class Worker:
                 continue
             for claim in claims:
                 self._running += 1
+                queue = claim.execution.queue
+                self._by_queue[queue] = self._by_queue.get(queue, 0) + 1
                 tg.start_soon(self._run_one, claim)
             if claims:
                 await anyio.sleep(0)  # let the new tasks start before claiming again
                 continue
-            try:
-                due_in = await self.store.next_due_in(names, settings.queue)
-            except StoreError:
-                due_in = None
+            due_in = self._rate_wait
+            for queue in self.queues:
+                try:
+                    due = await self.store.next_due_in(names, queue, also=self._tick_due())
+                except StoreError:
+                    due = None
+                if due is not None and due <= 0 and queue in self._limited:
+                    continue  # due but held back by the queue's limits: a finish wakes us
+                if due is not None:
+                    due_in = due if due_in is None else min(due_in, due)
             timeout = settings.poll_seconds
             if due_in is not None:
                 timeout = min(timeout, due_in)
@@ -219,6 +290,98 @@ class Worker:
                     )
                 except StoreError:  # SQLite reads to see other processes' commits
                     await self._idle_wait(functools.partial(anyio.sleep, timeout))
+
+    async def _claim(self, names: list[str], free: int) -> list[Claim]:
+        """Claim up to `free` executions from this worker's queues, within their limits.
+
+        The default queue (unless it has limits) is one statement; a queue with limits
+        is claimed in a transaction that counts them in the database.
+        """
+        declared = {q.name: q for q in self.registry.queues()}
+        claims: list[Claim] = []
+        self._rate_wait = None
+        self._limited.clear()
+        for queue in self.queues:
+            wanted = free - len(claims)
+            definition = declared.get(queue)
+            if definition is not None and definition.per_worker is not None:
+                wanted = min(wanted, definition.per_worker - self._by_queue.get(queue, 0))
+            if wanted <= 0:
+                self._limited.add(queue)  # this worker's share is taken: a finish wakes it
+                continue
+            lease = self.settings.lease_seconds
+            if queue == DEFAULT_QUEUE and (definition is None or not definition.limited):
+                claims += await self.store.claim(self.id, names, queue, wanted, lease)
+                continue
+            # Any other queue's limits are read from the database: another deploy may set them.
+            taken, wait = await self.store.claim_limited(self.id, names, queue, wanted, lease)
+            claims += taken
+            if len(taken) < wanted:
+                self._limited.add(queue)
+            if wait is not None:
+                self._rate_wait = wait if self._rate_wait is None else min(self._rate_wait, wait)
+        return claims
+
+    def _tick_due(self) -> float | None:
+        return None if math.isinf(self._next_tick) else self._next_tick
+
+    async def _tick_schedules(self) -> None:
+        """Start the runs of schedule ticks that came due, each exactly once fleet-wide.
+
+        A run's id is the schedule and the tick, and a tick is handled in a transaction
+        that checks no worker handled it: racing workers make one run.
+        """
+        schedules = self.registry.schedules()
+        now = self.store.wall_now()
+        if not schedules or now < self._next_tick:
+            return
+        stored = {row.name: row for row in await self.store.list_schedules()}
+        next_tick = math.inf
+        for definition, schedule in schedules:
+            row = stored.get(definition.name)
+            if row is None:
+                continue
+            if row.last_tick is None:  # a new schedule: its ticks count from now
+                await self.store.tick_schedule(definition.name, now, None)
+                last = now
+            else:
+                last = row.last_tick
+            due, upcoming = _due_ticks(schedule, last, now)
+            next_tick = min(next_tick, upcoming)
+            if not due:
+                continue
+            run = due if not row.paused else []
+            if schedule.catch_up == "latest":
+                run = run[-1:]
+            elif schedule.catch_up == "none":
+                run = [t for t in run if now - t.timestamp() <= _TICK_GRACE_SECONDS]
+            elif len(due) > _MAX_CATCH_UP:
+                log.warning(
+                    "flowz: schedule %s missed %d ticks; catch_up='all' runs the last %d",
+                    definition.name, len(due), _MAX_CATCH_UP,
+                )  # fmt: skip
+                run = run[-_MAX_CATCH_UP:]
+            for tick in run:
+                await self.store.tick_schedule(
+                    definition.name, tick.timestamp(), self._scheduled_run(definition, tick)
+                )
+            # The ticks not run are passed over (paused, or not caught up).
+            await self.store.tick_schedule(definition.name, due[-1].timestamp(), None)
+        self._next_tick = next_tick
+
+    def _scheduled_run(self, definition: Definition, tick: dt.datetime) -> NewExecution:
+        run_id = f"{definition.name}@{tick.isoformat()}"
+        queue = definition.options.queue
+        timeout = definition.options.timeout
+        return NewExecution(
+            id=run_id,
+            root_id=run_id,
+            kind="workflow",
+            name=definition.name,
+            input=definition.codec.dump_args((tick,), {}),
+            queue=self.settings.queue if queue is None else queue.name,
+            deadline=None if timeout is None else tick.timestamp() + timeout,
+        )
 
     async def _run_one(self, claim: Claim) -> None:
         scope = anyio.CancelScope()
@@ -252,6 +415,7 @@ class Worker:
             if self._scopes.get(claim.execution.id, ("", None))[0] == claim.fence.token:
                 del self._scopes[claim.execution.id]
             self._running -= 1
+            self._by_queue[claim.execution.queue] -= 1
             self._slot_freed.set()
             self._slot_freed = anyio.Event()
 

@@ -77,6 +77,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ON flowz_executions (name, created_at, id) WHERE parent_id IS NULL",
         ),
     ),
+    Migration(
+        6,
+        "queues with fleet-wide limits (flowz_queues, flowz_queue_starts, "
+        "flowz_executions.partition_key) and cron schedules (flowz_schedules)",
+        (
+            "ALTER TABLE flowz_executions ADD COLUMN partition_key VARCHAR",
+            "CREATE INDEX ix_flowz_executions_running ON flowz_executions "
+            "(queue, partition_key) WHERE status = 'running'",
+            "CREATE TABLE flowz_queues (name VARCHAR NOT NULL, concurrency INTEGER, "
+            "per_worker INTEGER, rate_limit INTEGER, rate_period FLOAT, per_partition INTEGER, "
+            "updated_at FLOAT NOT NULL, PRIMARY KEY (name))",
+            "CREATE TABLE flowz_queue_starts (queue VARCHAR NOT NULL, at FLOAT NOT NULL, "
+            "execution_id VARCHAR NOT NULL, PRIMARY KEY (queue, at, execution_id))",
+            "CREATE TABLE flowz_schedules (name VARCHAR NOT NULL, cron VARCHAR NOT NULL, "
+            "timezone VARCHAR NOT NULL, catch_up VARCHAR NOT NULL, paused INTEGER NOT NULL, "
+            "last_tick FLOAT, updated_at FLOAT NOT NULL, PRIMARY KEY (name))",
+        ),
+    ),
 )
 assert MIGRATIONS[-1].version == SCHEMA_VERSION, "add a migration with every schema change"
 

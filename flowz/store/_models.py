@@ -66,6 +66,14 @@ class FlowzExecution(_Base, table=True):
             sqlite_where=text("deadline IS NOT NULL"),
             postgresql_where=text("deadline IS NOT NULL"),
         ),
+        # Since v6: what runs in a queue (and per partition), for the claims' limits.
+        Index(
+            "ix_flowz_executions_running",
+            "queue",
+            "partition_key",
+            sqlite_where=text("status = 'running'"),
+            postgresql_where=text("status = 'running'"),
+        ),
         Index(
             "ix_flowz_executions_lease",
             "lease_expires_at",
@@ -104,6 +112,8 @@ class FlowzExecution(_Base, table=True):
     finished_at: float | None = None
     #: Since v4: when a workflow run fails with RunTimeoutError (epoch seconds).
     deadline: float | None = None
+    #: Since v6: the key a queue's per_partition limit counts by (a tenant, a user).
+    partition_key: str | None = None
 
 
 class FlowzJournal(_Base, table=True):
@@ -187,6 +197,45 @@ class FlowzStream(_Base, table=True):
     #: 1 on the row that closes the stream (its value is null).
     closed: int = 0
     created_at: float
+
+
+class FlowzQueue(_Base, table=True):
+    """A queue's limits, as its latest worker or client defined them (since v6)."""
+
+    __tablename__ = "flowz_queues"
+
+    name: str = Field(primary_key=True)
+    concurrency: int | None = None
+    per_worker: int | None = None
+    rate_limit: int | None = None
+    rate_period: float | None = None
+    per_partition: int | None = None
+    updated_at: float
+
+
+class FlowzQueueStart(_Base, table=True):
+    """A start of an execution of a rate-limited queue, kept for one rate period (since v6)."""
+
+    __tablename__ = "flowz_queue_starts"
+
+    queue: str = Field(primary_key=True)
+    at: float = Field(primary_key=True)
+    execution_id: str = Field(primary_key=True)
+
+
+class FlowzSchedule(_Base, table=True):
+    """A workflow's cron schedule and the last tick a run was made for (since v6)."""
+
+    __tablename__ = "flowz_schedules"
+
+    name: str = Field(primary_key=True)  #: the workflow's journal name
+    cron: str
+    timezone: str
+    catch_up: str
+    paused: int = 0
+    #: The last tick handled (run made, or skipped): epoch seconds.
+    last_tick: float | None = None
+    updated_at: float
 
 
 class FlowzSchema(_Base, table=True):

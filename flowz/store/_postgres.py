@@ -7,6 +7,8 @@ mapping and LISTEN live in `_pg_connection`.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -25,7 +27,10 @@ from ._protocol import (
     JournalEntry,
     LeaseLost,
     NewExecution,
+    QueueLimits,
+    QueueRow,
     RunQuery,
+    ScheduleRow,
     StreamItem,
     WorkerRow,
 )
@@ -38,11 +43,17 @@ from ._sql import (
     JOURNAL_SELECT,
     LEASE_CLEARED,
     MESSAGE_INSERT,
+    QUEUE_COLUMNS,
+    QUEUE_UPSERT,
+    RATE_INSERT,
+    SCHEDULE_COLUMNS,
+    SCHEDULE_UPSERT,
     STREAM_APPEND,
     STREAM_READ,
     TERMINAL_SQL,
     WAKE_RECEIVER,
     WORKER_SELECT,
+    admit,
     cancel_descendants_sql,
     check_fork_source,
     check_message_target,
@@ -51,9 +62,12 @@ from ._sql import (
     fork_statements,
     journal_entry,
     journal_params,
+    limited_candidates_sql,
     new_execution_params,
     prunable_sql,
     prune_statements,
+    queue_counts_sql,
+    rate_wait,
     receive_entry,
     receive_outcome,
     run_query_sql,
@@ -94,12 +108,12 @@ _FENCE = (
 _INSERT_EXECUTIONS = (
     "INSERT INTO flowz_executions (id, root_id, parent_id, position, child_index, kind, "
     "name, input, status, attempt, max_attempts, run_at, queue, priority, deadline, "
-    "wait_count, created_at, updated_at) "
+    "partition_key, wait_count, created_at, updated_at) "
     f"SELECT i, r, p, pos, ci, k, n, inp, 'pending', 0, ma, coalesce(ra, {_NOW}), q, pr, "
-    f"dl, 0, {_NOW}, {_NOW} FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], "
+    f"dl, pk, 0, {_NOW}, {_NOW} FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], "
     "%s::int[], %s::text[], %s::text[], %s::text[], %s::int[], %s::float8[], %s::text[], "
-    "%s::int[], %s::float8[]) AS t(i, r, p, pos, ci, k, n, inp, ma, ra, q, pr, dl) "
-    "ON CONFLICT (id) DO NOTHING"
+    "%s::int[], %s::float8[], %s::text[]) AS t(i, r, p, pos, ci, k, n, inp, ma, ra, q, pr, "
+    "dl, pk) ON CONFLICT (id) DO NOTHING"
 )
 
 
@@ -192,6 +206,9 @@ class PostgresStore:
                     await cur.execute(statement)
                 await cur.execute("INSERT INTO flowz_schema (version) VALUES (%s)", (step.version,))
         return [f"v{step.version}: {step.description}" for step in steps]
+
+    def wall_now(self) -> float:
+        return time.time()  # ticks are not fenced by it: the server's clock is not needed
 
     def change_mark(self) -> object:
         return self.db.changes.generation
@@ -361,15 +378,145 @@ class PostgresStore:
         claims.sort(key=lambda c: (-c.execution.priority, c.execution.run_at))
         return claims
 
-    async def next_due_in(self, names: Sequence[str], queue: str) -> float | None:
-        if not names:
-            return None
+    async def next_due_in(
+        self, names: Sequence[str], queue: str, also: float | None = None
+    ) -> float | None:
         rows = await self.db.select(
-            f"SELECT min(run_at) - {_NOW} FROM flowz_executions "
+            f"SELECT least(min(run_at), %s::float8) - {_NOW} FROM flowz_executions "
             "WHERE status = 'pending' AND queue = %s AND name = ANY(%s)",
-            (queue, list(names)),
+            (also, queue, list(names)),
         )
         return None if rows[0][0] is None else max(0.0, float(rows[0][0]))
+
+    async def claim_limited(
+        self, worker_id: str, names: Sequence[str], queue: str, limit: int, lease_seconds: float
+    ) -> tuple[list[Claim], float | None]:
+        if not names or limit <= 0:
+            return [], None
+        token = uuid.uuid4().hex
+        running_sql, trim_sql, count_sql = queue_counts_sql("%s")
+        async with self.db.transaction() as cur:
+            # The queue's row lock serialises its claims: no two see the same room.
+            await cur.execute(
+                f"SELECT {QUEUE_COLUMNS}, {_NOW} FROM flowz_queues WHERE name = %s FOR UPDATE",
+                (queue,),
+            )
+            found = await cur.fetchone()
+            if found is None:
+                limits, now = QueueLimits(queue), await self._now(cur)
+            else:
+                limits, now = QueueLimits(*found[:-1]), found[-1]
+            await cur.execute(running_sql, (queue,))
+            running = {k: n for k, n in await cur.fetchall()}
+            starts, oldest = 0, None
+            if limits.rate_limit is not None and limits.rate_period is not None:
+                await cur.execute(trim_sql, (queue, now - limits.rate_period))
+                await cur.execute(count_sql, (queue,))
+                starts, oldest = await cur.fetchone()  # type: ignore[misc]
+            split = limits.per_partition is not None
+            await cur.execute(
+                limited_candidates_sql("%s", "name = ANY(%s)", split),
+                [
+                    queue,
+                    now,
+                    list(names),
+                    *([queue, limits.per_partition] if split else []),
+                    limit + (100 if split else 0),
+                ],
+            )
+            candidates = await cur.fetchall()
+            taken = admit(limits, limit, running, starts, candidates)
+            rows: list[Any] = []
+            if taken:
+                ids = [c[0] for c in taken]
+                await cur.execute(
+                    "UPDATE flowz_executions SET status = 'running', claim_token = %s, "
+                    "lease_owner = %s, lease_expires_at = %s, updated_at = %s, "
+                    "started_at = coalesce(started_at, %s), "
+                    "attempt = CASE WHEN attempt = 0 THEN 1 ELSE attempt END "
+                    f"WHERE id = ANY(%s) AND status = 'pending' RETURNING {_COLUMNS}",
+                    (token, worker_id, now + lease_seconds, now, now, ids),
+                )
+                rows = await cur.fetchall()
+                if limits.rate_limit is not None:
+                    await cur.executemany(
+                        RATE_INSERT.format(p="%s"), [(queue, now, i) for i in ids]
+                    )
+        resumed = {c[0] for c in taken if c[2] is not None}
+        executions = sorted((execution_row(r) for r in rows), key=lambda e: (-e.priority, e.run_at))
+        claims = [
+            Claim(e, Fence(e.id, token), resumed=e.id in resumed, db_now=now) for e in executions
+        ]
+        return claims, rate_wait(limits, len(candidates), len(taken), starts, oldest, now)
+
+    @retried
+    async def define_queues(self, queues: Sequence[QueueLimits]) -> None:
+        async with self.db.transaction() as cur:
+            now = await self._now(cur)
+            await cur.executemany(
+                QUEUE_UPSERT.format(p="%s"), [(*dataclasses.astuple(q), now) for q in queues]
+            )
+
+    async def list_queues(self) -> list[QueueRow]:
+        defined = {
+            r[0]: QueueLimits(*r)
+            for r in await self.db.select(f"SELECT {QUEUE_COLUMNS} FROM flowz_queues", ())
+        }
+        used = await self.db.select(
+            "SELECT DISTINCT queue FROM flowz_executions WHERE status IN ('pending', 'running')",
+            (),
+        )
+        out = []
+        for name in sorted({*defined, *(r[0] for r in used)}):
+            limits = defined.get(name, QueueLimits(name))
+            rows = await self.db.select(
+                "SELECT (SELECT count(*) FROM flowz_executions WHERE status = 'running' AND "
+                "queue = %s), (SELECT count(*) FROM flowz_executions WHERE status = 'pending' "
+                f"AND queue = %s AND run_at <= {_NOW}), (SELECT count(*) FROM "
+                f"flowz_queue_starts WHERE queue = %s AND at > {_NOW} - %s)",
+                (name, name, name, limits.rate_period or 0.0),
+            )
+            running, waiting, recent = rows[0]
+            out.append(QueueRow(limits, running, waiting, recent if limits.rate_period else 0))
+        return out
+
+    @retried
+    async def define_schedules(self, schedules: Sequence[ScheduleRow]) -> None:
+        async with self.db.transaction() as cur:
+            now = await self._now(cur)
+            await cur.executemany(
+                SCHEDULE_UPSERT.format(p="%s"),
+                [(s.name, s.cron, s.timezone, s.catch_up, now) for s in schedules],
+            )
+
+    async def list_schedules(self) -> list[ScheduleRow]:
+        rows = await self.db.select(
+            f"SELECT {SCHEDULE_COLUMNS} FROM flowz_schedules ORDER BY name", ()
+        )
+        return [ScheduleRow(n, c, tz, cu, bool(p), lt) for n, c, tz, cu, p, lt in rows]
+
+    @retried
+    async def pause_schedule(self, name: str, paused: bool) -> bool:
+        cur = await self.db.execute(
+            f"UPDATE flowz_schedules SET paused = %s, updated_at = {_NOW} WHERE name = %s",
+            (int(paused), name),
+        )
+        return cur.rowcount == 1
+
+    @retried
+    async def tick_schedule(self, name: str, tick: float, run: NewExecution | None) -> bool:
+        async with self.db.transaction() as cur:
+            await cur.execute(
+                f"UPDATE flowz_schedules SET last_tick = %s, updated_at = {_NOW} "
+                "WHERE name = %s AND (last_tick IS NULL OR last_tick < %s)",
+                (tick, name, tick),
+            )
+            if cur.rowcount != 1:
+                return False
+            if run is not None:
+                await self._insert_executions(cur, [run])
+                await self._announce(cur)
+        return True
 
     @retried
     async def register_worker(

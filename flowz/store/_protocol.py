@@ -16,7 +16,10 @@ __all__ = [
     "JournalEntry",
     "LeaseLost",
     "NewExecution",
+    "QueueLimits",
+    "QueueRow",
     "RunQuery",
+    "ScheduleRow",
     "Store",
     "StreamItem",
     "WorkerRow",
@@ -56,6 +59,8 @@ class NewExecution:
     run_at: float | None = None
     #: Epoch seconds (the database's clock) after which the workflow fails: RunTimeoutError.
     deadline: float | None = None
+    #: What its queue's per_partition limit counts by.
+    partition_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +90,43 @@ class ExecutionRow:
     started_at: float | None
     finished_at: float | None
     deadline: float | None = None
+    partition_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLimits:
+    """A queue's stored limits (None: no limit)."""
+
+    name: str
+    concurrency: int | None = None
+    per_worker: int | None = None
+    rate_limit: int | None = None
+    rate_period: float | None = None
+    per_partition: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRow:
+    """A queue as `flowz queues` shows it: its limits and what it holds now."""
+
+    limits: QueueLimits
+    running: int
+    #: Pending executions that are due (not sleeping or retrying later).
+    waiting: int
+    #: Starts within the last rate period (0 without a rate).
+    recent_starts: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    """A workflow's cron schedule, and the last tick handled."""
+
+    name: str
+    cron: str
+    timezone: str
+    catch_up: str
+    paused: bool = False
+    last_tick: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +226,12 @@ class Store(Protocol):
     async def aclose(self) -> None:
         """Release connections."""
 
+    def wall_now(self) -> float:
+        """The time as this store counts it, read in this process (epoch seconds).
+
+        The wall clock, or the test store's time-skipping clock: what schedules tick by.
+        """
+
     def change_mark(self) -> object:
         """A mark of the changes seen so far, to pass to `wait_for_change`.
 
@@ -249,10 +297,46 @@ class Store(Protocol):
     ) -> list[Claim]:
         """Take up to `limit` due pending executions whose name is in `names`."""
 
-    async def next_due_in(self, names: Sequence[str], queue: str) -> float | None:
+    async def claim_limited(
+        self, worker_id: str, names: Sequence[str], queue: str, limit: int, lease_seconds: float
+    ) -> tuple[list[Claim], float | None]:
+        """Claim from a queue with stored limits, never past them, whoever claims at once.
+
+        Within the queue's concurrency (its running executions, fleet-wide), its rate
+        (starts in the last period) and its per_partition limit, in one transaction
+        that serialises the queue's claims. Also returns, when the rate held claims
+        back, the seconds until the window has room again.
+        """
+
+    async def define_queues(self, queues: Sequence[QueueLimits]) -> None:
+        """Store these queues' limits (a new deploy's limits replace the old ones)."""
+
+    async def list_queues(self) -> list[QueueRow]:
+        """Every queue that is defined or holds work, with its counts."""
+
+    async def define_schedules(self, schedules: Sequence[ScheduleRow]) -> None:
+        """Store these schedules' cron, time zone and catch-up; keep paused and last tick."""
+
+    async def list_schedules(self) -> list[ScheduleRow]:
+        """Every stored schedule."""
+
+    async def pause_schedule(self, name: str, paused: bool) -> bool:
+        """Pause or resume a schedule; False if there is none by that name."""
+
+    async def tick_schedule(self, name: str, tick: float, run: NewExecution | None) -> bool:
+        """Handle one tick of a schedule once: insert `run` (if any) and record the tick.
+
+        Only if the schedule's last tick is before `tick`, in one transaction; False
+        when another worker handled it (or a later tick) first.
+        """
+
+    async def next_due_in(
+        self, names: Sequence[str], queue: str, also: float | None = None
+    ) -> float | None:
         """Seconds until the earliest pending execution this worker could run is due, or None.
 
-        On the test store's time-skipping clock, time jumps there when nothing runs.
+        `also`: another due time (epoch seconds), such as a schedule's next tick. On
+        the test store's time-skipping clock, time jumps there when nothing runs.
         """
 
     async def register_worker(

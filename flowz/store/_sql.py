@@ -16,7 +16,14 @@ import anyio
 from .._serde import dumps, loads
 from .._types import JSON, TERMINAL_STATUSES
 from ..errors import RunEndedError, RunNotFoundError, SchemaVersionError, UsageError
-from ._protocol import ExecutionRow, JournalEntry, NewExecution, RunQuery, WorkerRow
+from ._protocol import (
+    ExecutionRow,
+    JournalEntry,
+    NewExecution,
+    QueueLimits,
+    RunQuery,
+    WorkerRow,
+)
 
 __all__ = [
     "CLAIM_ORDER",
@@ -40,6 +47,15 @@ __all__ = [
     "check_message_target",
     "check_schema_version",
     "dumps_or_none",
+    "QUEUE_COLUMNS",
+    "QUEUE_UPSERT",
+    "RATE_INSERT",
+    "SCHEDULE_COLUMNS",
+    "SCHEDULE_UPSERT",
+    "admit",
+    "limited_candidates_sql",
+    "queue_counts_sql",
+    "rate_wait",
     "execution_row",
     "fork_statements",
     "prune_statements",
@@ -54,7 +70,7 @@ __all__ = [
 ]
 
 #: The schema this flowz reads and writes; `_migrate.MIGRATIONS` brings older ones here.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _EXECUTION_FIELDS = tuple(f.name for f in dataclasses.fields(ExecutionRow))
 #: The columns of flowz_executions, in ExecutionRow's field order.
@@ -148,6 +164,110 @@ def check_message_target(
             f"run {run_id!r} has {'been ' if found[1] == 'cancelled' else ''}{found[1]}: a "
             "message sent to it would never be read"
         )
+
+
+#: The columns of flowz_queues that QueueLimits holds, in its order.
+QUEUE_COLUMNS = "name, concurrency, per_worker, rate_limit, rate_period, per_partition"
+#: Store a queue's limits (params: the QUEUE_COLUMNS, then now).
+QUEUE_UPSERT = (
+    f"INSERT INTO flowz_queues ({QUEUE_COLUMNS}, updated_at) VALUES ({{p}}, {{p}}, {{p}}, {{p}}, "
+    "{p}, {p}, {p}) ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency, "
+    "per_worker = excluded.per_worker, rate_limit = excluded.rate_limit, "
+    "rate_period = excluded.rate_period, per_partition = excluded.per_partition, "
+    "updated_at = excluded.updated_at"
+)
+#: Record one start in a rate-limited queue (params: queue, at, execution id).
+RATE_INSERT = "INSERT INTO flowz_queue_starts (queue, at, execution_id) VALUES ({p}, {p}, {p})"
+#: The columns of flowz_schedules that ScheduleRow holds, in its order.
+SCHEDULE_COLUMNS = "name, cron, timezone, catch_up, paused, last_tick"
+#: Store a schedule's definition; its pause and last tick stay (params: name, cron, tz,
+#: catch_up, now).
+SCHEDULE_UPSERT = (
+    "INSERT INTO flowz_schedules (name, cron, timezone, catch_up, paused, updated_at) "
+    "VALUES ({p}, {p}, {p}, {p}, 0, {p}) ON CONFLICT (name) DO UPDATE SET cron = excluded.cron, "
+    "timezone = excluded.timezone, catch_up = excluded.catch_up, "
+    "updated_at = excluded.updated_at"
+)
+
+
+def queue_counts_sql(mark: str) -> list[str]:
+    """What a limited claim reads under the queue's lock, each with the queue as first param.
+
+    Running executions per partition key; then (params: queue, window start) the starts
+    of the last rate period are trimmed, and (params: queue) counted.
+    """
+    return [
+        "SELECT partition_key, count(*) FROM flowz_executions WHERE status = 'running' "
+        f"AND queue = {mark} GROUP BY partition_key",
+        f"DELETE FROM flowz_queue_starts WHERE queue = {mark} AND at <= {mark}",
+        f"SELECT count(*), min(at) FROM flowz_queue_starts WHERE queue = {mark}",
+    ]
+
+
+def limited_candidates_sql(mark: str, names: str, per_partition: bool) -> str:
+    """Due pending executions of a queue, best first, without full partitions.
+
+    Params: queue, now, (the names, as `names` spells them), [queue, per_partition],
+    limit. `names` is the dialect's test of the name column.
+    """
+    full = (
+        " AND (partition_key IS NULL OR partition_key NOT IN (SELECT partition_key FROM "
+        f"flowz_executions WHERE status = 'running' AND queue = {mark} AND partition_key "
+        f"IS NOT NULL GROUP BY partition_key HAVING count(*) >= {mark}))"
+        if per_partition
+        else ""
+    )
+    return (
+        "SELECT id, partition_key, started_at FROM flowz_executions WHERE status = 'pending' "
+        f"AND queue = {mark} AND run_at <= {mark} AND {names}{full} {CLAIM_ORDER} LIMIT {mark}"
+    )
+
+
+def admit(
+    limits: QueueLimits,
+    wanted: int,
+    running: dict[str | None, int],
+    starts: int,
+    candidates: Sequence[Sequence[Any]],
+) -> list[Sequence[Any]]:
+    """The candidates (id, partition_key, ...) a claim may take within the queue's limits.
+
+    `running`: the queue's running executions by partition key; `starts`: its starts
+    in the current rate window.
+    """
+    budget = wanted
+    if limits.concurrency is not None:
+        budget = min(budget, limits.concurrency - sum(running.values()))
+    if limits.rate_limit is not None:
+        budget = min(budget, limits.rate_limit - starts)
+    taken: list[Sequence[Any]] = []
+    by_partition = dict(running)
+    for candidate in candidates:
+        if len(taken) >= budget:
+            break
+        key = candidate[1]
+        if limits.per_partition is not None and key is not None:
+            if by_partition.get(key, 0) >= limits.per_partition:
+                continue
+            by_partition[key] = by_partition.get(key, 0) + 1
+        taken.append(candidate)
+    return taken
+
+
+def rate_wait(
+    limits: QueueLimits,
+    candidates: int,
+    taken: int,
+    starts: int,
+    oldest: float | None,
+    now: float,
+) -> float | None:
+    """Seconds until a rate-limited queue whose window is full has room, or None."""
+    if limits.rate_limit is None or limits.rate_period is None or taken >= candidates:
+        return None
+    if starts + taken < limits.rate_limit:
+        return None  # held back by another limit, not the rate
+    return max(0.0, (now if oldest is None else oldest) + limits.rate_period - now)
 
 
 def check_fork_source(
@@ -402,7 +522,7 @@ def new_execution_params(e: NewExecution) -> tuple[Any, ...]:
     """The insert values of a new execution.
 
     In order: id, root_id, parent_id, position, child_index, kind, name, input,
-    max_attempts, run_at, queue, priority, deadline.
+    max_attempts, run_at, queue, priority, deadline, partition_key.
     """
     return (
         e.id,
@@ -418,6 +538,7 @@ def new_execution_params(e: NewExecution) -> tuple[Any, ...]:
         e.queue,
         e.priority,
         e.deadline,
+        e.partition_key,
     )
 
 

@@ -7,6 +7,7 @@ statement (perf-baseline.md: aiosqlite costs 2-7x a plain sqlite3 call here).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 import time
@@ -35,7 +36,10 @@ from ._protocol import (
     JournalEntry,
     LeaseLost,
     NewExecution,
+    QueueLimits,
+    QueueRow,
     RunQuery,
+    ScheduleRow,
     StreamItem,
     WorkerRow,
 )
@@ -49,12 +53,18 @@ from ._sql import (
     LEASE_CLEARED,
     MESSAGE_INSERT,
     NEXT_MESSAGE,
+    QUEUE_COLUMNS,
+    QUEUE_UPSERT,
+    RATE_INSERT,
+    SCHEDULE_COLUMNS,
+    SCHEDULE_UPSERT,
     STREAM_APPEND,
     STREAM_READ,
     TERMINAL_SQL,
     WAKE_RECEIVER,
     WORKER_SELECT,
     ChangeSignal,
+    admit,
     cancel_descendants_sql,
     check_fork_source,
     check_message_target,
@@ -63,9 +73,12 @@ from ._sql import (
     fork_statements,
     journal_entry,
     journal_params,
+    limited_candidates_sql,
     new_execution_params,
     prunable_sql,
     prune_statements,
+    queue_counts_sql,
+    rate_wait,
     receive_entry,
     receive_outcome,
     run_query_sql,
@@ -73,6 +86,7 @@ from ._sql import (
 )
 
 __all__ = ["SqliteStore"]
+
 
 _COLUMNS = EXECUTION_COLUMNS
 _CANCEL_DESCENDANTS = cancel_descendants_sql("?", "?")  # parameters: id, now, now
@@ -227,8 +241,8 @@ class SqliteStore:
         cur.executemany(
             "INSERT OR IGNORE INTO flowz_executions (id, root_id, parent_id, position, "
             "child_index, kind, name, input, status, attempt, max_attempts, run_at, queue, "
-            "priority, deadline, wait_count, created_at, updated_at) "
-            "VALUES (?,?,?,?,?,?,?,?,'pending',0,?,?,?,?,?,0,?,?)",
+            "priority, deadline, partition_key, wait_count, created_at, updated_at) "
+            "VALUES (?,?,?,?,?,?,?,?,'pending',0,?,?,?,?,?,?,0,?,?)",
             [
                 (*p[:9], now if p[9] is None else p[9], *p[10:], now, now)
                 for p in map(new_execution_params, executions)
@@ -267,6 +281,9 @@ class SqliteStore:
 
     async def aclose(self) -> None:
         self._db.close()
+
+    def wall_now(self) -> float:
+        return self.clock.now()
 
     def change_mark(self) -> object:
         return self._mark()
@@ -445,17 +462,143 @@ class SqliteStore:
             for e in executions
         ]
 
-    async def next_due_in(self, names: Sequence[str], queue: str) -> float | None:
-        if not names:
-            return None
+    async def claim_limited(
+        self, worker_id: str, names: Sequence[str], queue: str, limit: int, lease_seconds: float
+    ) -> tuple[list[Claim], float | None]:
+        if not names or limit <= 0:
+            return [], None
+        now = self.clock.now()
+        token = uuid.uuid4().hex
+        running_sql, trim_sql, count_sql = queue_counts_sql("?")
         marks = ",".join("?" * len(names))
-        due, running = self._read(
-            "SELECT (SELECT min(run_at) FROM flowz_executions WHERE status = 'pending' "
-            f"AND queue = ? AND name IN ({marks})), "
-            "EXISTS (SELECT 1 FROM flowz_executions WHERE status = 'running')",
-            (queue, *names),
-        )[0]
-        return None if due is None else self.clock.until(float(due), idle=not running)
+        # BEGIN IMMEDIATE: the write lock serialises this claim with every other one.
+        with self._tx() as cur:
+            found = cur.execute(
+                f"SELECT {QUEUE_COLUMNS} FROM flowz_queues WHERE name = ?", (queue,)
+            ).fetchone()
+            limits = QueueLimits(*found) if found else QueueLimits(queue)
+            running = dict(cur.execute(running_sql, (queue,)).fetchall())
+            starts, oldest = 0, None
+            if limits.rate_limit is not None and limits.rate_period is not None:
+                cur.execute(trim_sql, (queue, now - limits.rate_period))
+                starts, oldest = cur.execute(count_sql, (queue,)).fetchone()
+            split = limits.per_partition is not None
+            candidates = cur.execute(
+                limited_candidates_sql("?", f"name IN ({marks})", split),
+                [
+                    queue,
+                    now,
+                    *names,
+                    *([queue, limits.per_partition] if split else []),
+                    limit + (100 if split else 0),
+                ],
+            ).fetchall()
+            taken = admit(limits, limit, running, starts, candidates)
+            rows = []
+            if taken:
+                ids = [c[0] for c in taken]
+                rows = cur.execute(
+                    "UPDATE flowz_executions SET status = 'running', claim_token = ?, "
+                    "lease_owner = ?, lease_expires_at = ?, updated_at = ?, "
+                    "started_at = coalesce(started_at, ?), "
+                    "attempt = CASE WHEN attempt = 0 THEN 1 ELSE attempt END "
+                    f"WHERE id IN ({','.join('?' * len(ids))}) AND status = 'pending' "
+                    f"RETURNING {_COLUMNS}",
+                    (token, worker_id, now + lease_seconds, now, now, *ids),
+                ).fetchall()
+                if limits.rate_limit is not None:
+                    cur.executemany(RATE_INSERT.format(p="?"), [(queue, now, i) for i in ids])
+        resumed = {c[0] for c in taken if c[2] is not None}
+        executions = sorted((execution_row(r) for r in rows), key=lambda e: (-e.priority, e.run_at))
+        claims = [
+            Claim(e, Fence(e.id, token), resumed=e.id in resumed, db_now=now) for e in executions
+        ]
+        return claims, rate_wait(limits, len(candidates), len(taken), starts, oldest, now)
+
+    async def define_queues(self, queues: Sequence[QueueLimits]) -> None:
+        now = self.clock.now()
+        with self._tx() as cur:
+            cur.executemany(
+                QUEUE_UPSERT.format(p="?"),
+                [(*dataclasses.astuple(q), now) for q in queues],
+            )
+
+    async def list_queues(self) -> list[QueueRow]:
+        now = self.clock.now()
+        defined = {
+            r[0]: QueueLimits(*r) for r in self._read(f"SELECT {QUEUE_COLUMNS} FROM flowz_queues")
+        }
+        used = self._read(
+            "SELECT DISTINCT queue FROM flowz_executions WHERE status IN ('pending', 'running')"
+        )
+        out = []
+        for name in sorted({*defined, *(r[0] for r in used)}):
+            limits = defined.get(name, QueueLimits(name))
+            running, waiting = self._read(
+                "SELECT (SELECT count(*) FROM flowz_executions WHERE status = 'running' AND "
+                "queue = ?), (SELECT count(*) FROM flowz_executions WHERE status = 'pending' "
+                "AND queue = ? AND run_at <= ?)",
+                (name, name, now),
+            )[0]
+            recent = 0
+            if limits.rate_period is not None:
+                recent = self._read(
+                    "SELECT count(*) FROM flowz_queue_starts WHERE queue = ? AND at > ?",
+                    (name, now - limits.rate_period),
+                )[0][0]
+            out.append(QueueRow(limits, running, waiting, recent))
+        return out
+
+    async def define_schedules(self, schedules: Sequence[ScheduleRow]) -> None:
+        now = self.clock.now()
+        with self._tx() as cur:
+            cur.executemany(
+                SCHEDULE_UPSERT.format(p="?"),
+                [(s.name, s.cron, s.timezone, s.catch_up, now) for s in schedules],
+            )
+
+    async def list_schedules(self) -> list[ScheduleRow]:
+        rows = self._read(f"SELECT {SCHEDULE_COLUMNS} FROM flowz_schedules ORDER BY name")
+        return [ScheduleRow(n, c, tz, cu, bool(p), lt) for n, c, tz, cu, p, lt in rows]
+
+    async def pause_schedule(self, name: str, paused: bool) -> bool:
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE flowz_schedules SET paused = ?, updated_at = ? WHERE name = ?",
+                (int(paused), self.clock.now(), name),
+            )
+            return cur.rowcount == 1
+
+    async def tick_schedule(self, name: str, tick: float, run: NewExecution | None) -> bool:
+        now = self.clock.now()
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE flowz_schedules SET last_tick = ?, updated_at = ? WHERE name = ? "
+                "AND (last_tick IS NULL OR last_tick < ?)",
+                (tick, now, name, tick),
+            )
+            if cur.rowcount != 1:
+                return False
+            if run is not None:
+                self._insert_executions(cur, [run], now)
+        if run is not None:
+            self._notify()
+        return True
+
+    async def next_due_in(
+        self, names: Sequence[str], queue: str, also: float | None = None
+    ) -> float | None:
+        due, running = None, False
+        if names:
+            marks = ",".join("?" * len(names))
+            due, running = self._read(
+                "SELECT (SELECT min(run_at) FROM flowz_executions WHERE status = 'pending' "
+                f"AND queue = ? AND name IN ({marks})), "
+                "EXISTS (SELECT 1 FROM flowz_executions WHERE status = 'running')",
+                (queue, *names),
+            )[0]
+        dues = [float(d) for d in (due, also) if d is not None]
+        return self.clock.until(min(dues), idle=not running) if dues else None
 
     async def register_worker(
         self,

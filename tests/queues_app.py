@@ -1,0 +1,80 @@
+"""Workflows for the queue tests, run by `flowz worker tests.queues_app` subprocesses.
+
+Each step records when it started and ended, in which process, in a SQLite side
+file ($QUEUES_EFFECTS): the tests read the overlaps from there.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+
+import anyio
+
+import flowz
+from flowz import gather_durable, step, workflow
+
+api = flowz.Queue("test-api", concurrency=3)
+per_worker = flowz.Queue("test-per-worker", per_worker=2)
+tenants = flowz.Queue("test-tenants", per_partition=1)
+paced = flowz.Queue("test-paced", rate=flowz.Rate(20, per=1))
+
+
+def record(kind: str, i: int, key: str = "") -> None:
+    with sqlite3.connect(os.environ["QUEUES_EFFECTS"], timeout=30) as db:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS effects (kind TEXT, i INT, pid INT, key TEXT, "
+            "started REAL, ended REAL)"
+        )
+        db.execute(
+            "INSERT INTO effects VALUES (?, ?, ?, ?, ?, NULL)",
+            (kind, i, os.getpid(), key, time.time()),
+        )
+
+
+def ended(kind: str, i: int) -> None:
+    with sqlite3.connect(os.environ["QUEUES_EFFECTS"], timeout=30) as db:
+        db.execute(
+            "UPDATE effects SET ended = ? WHERE kind = ? AND i = ? AND ended IS NULL",
+            (time.time(), kind, i),
+        )
+
+
+async def busy(kind: str, i: int, seconds: float, key: str = "") -> int:
+    record(kind, i, key)
+    await anyio.sleep(seconds)
+    ended(kind, i)
+    return i
+
+
+@step(queue=api)
+async def call_api(i: int, seconds: float) -> int:
+    return await busy("api", i, seconds)
+
+
+@step(queue=per_worker)
+async def local_work(i: int, seconds: float) -> int:
+    return await busy("per-worker", i, seconds)
+
+
+@step(queue=tenants, partition=lambda i, seconds: f"tenant-{i % 5}")
+async def tenant_work(i: int, seconds: float) -> int:
+    return await busy("tenant", i, seconds, f"tenant-{i % 5}")
+
+
+@step(queue=paced)
+async def paced_call(i: int) -> int:
+    record("paced", i)
+    return i
+
+
+@workflow
+async def fan(kind: str, n: int, seconds: float) -> int:
+    work = {"api": call_api, "per-worker": local_work, "tenant": tenant_work}[kind]
+    return sum(await gather_durable(*(work(i, seconds) for i in range(n))))
+
+
+@workflow
+async def paced_fan(n: int) -> int:
+    return sum(await gather_durable(*(paced_call(i) for i in range(n))))

@@ -1,0 +1,128 @@
+"""Queues with fleet-wide limits, on both stores, with real `flowz worker` processes."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flowz import Client
+from tests import queues_app
+
+ROOT = Path(__file__).parents[1]
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+@pytest.fixture
+def effects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "effects.db"
+    monkeypatch.setenv("QUEUES_EFFECTS", str(path))
+    return path
+
+
+def start_workers(url: str, count: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
+    env = {**os.environ, "FLOWZ_DATABASE_URL": url, "FLOWZ_SHUTDOWN_GRACE_SECONDS": "1"}
+    workers = []
+    for i in range(count):
+        with (log_dir / f"worker-{i}.log").open("ab") as out:
+            workers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "flowz", "worker", "tests.queues_app"],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    return workers
+
+
+@pytest.fixture
+def fleet(
+    database_url: str, effects: Path, tmp_path: Path
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    workers = start_workers(database_url, 4, tmp_path)
+    yield workers
+    for proc in workers:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in workers:
+        proc.wait(timeout=30)
+
+
+def rows(effects: Path, kind: str) -> list[tuple[int, str, float, float | None]]:
+    with sqlite3.connect(effects) as db:
+        return db.execute(
+            "SELECT pid, key, started, ended FROM effects WHERE kind = ? ORDER BY started", (kind,)
+        ).fetchall()
+
+
+def most_at_once(spans: list[tuple[float, float]]) -> int:
+    """The largest number of spans open at one instant."""
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+async def run_fan(url: str, kind: str, n: int, seconds: float) -> int:
+    async with Client(url) as client:
+        handle = await client.start(queues_app.fan.options(id=f"{kind}-fan"), kind, n, seconds)
+        return await handle.result(timeout=150)
+
+
+async def test_concurrency_holds_across_four_workers(
+    database_url: str, effects: Path, fleet: list[subprocess.Popen[bytes]]
+) -> None:
+    assert await run_fan(database_url, "api", 300, 0.02) == sum(range(300))
+    done = rows(effects, "api")
+    assert len(done) == 300
+    assert most_at_once([(r[2], r[3]) for r in done]) <= 3
+    assert len({r[0] for r in done}) > 1  # the fleet shared the work
+
+
+async def test_per_worker_and_per_partition_hold(
+    database_url: str, effects: Path, fleet: list[subprocess.Popen[bytes]]
+) -> None:
+    assert await run_fan(database_url, "per-worker", 120, 0.02) == sum(range(120))
+    done = rows(effects, "per-worker")
+    by_pid: dict[int, list[tuple[float, float]]] = {}
+    for pid, _, started, ended in done:
+        by_pid.setdefault(pid, []).append((started, ended))
+    assert max(most_at_once(spans) for spans in by_pid.values()) <= 2
+    assert most_at_once([(r[2], r[3]) for r in done]) > 2  # not a fleet-wide limit
+
+    assert await run_fan(database_url, "tenant", 100, 0.02) == sum(range(100))
+    done = rows(effects, "tenant")
+    by_key: dict[str, list[tuple[float, float]]] = {}
+    for _, key, started, ended in done:
+        by_key.setdefault(key, []).append((started, ended))
+    assert len(by_key) == 5
+    assert max(most_at_once(spans) for spans in by_key.values()) == 1
+    assert most_at_once([(r[2], r[3]) for r in done]) > 1  # partitions ran side by side
+
+
+async def test_a_rate_admits_its_limit_per_window(
+    database_url: str, effects: Path, fleet: list[subprocess.Popen[bytes]]
+) -> None:
+    async with Client(database_url) as client:
+        handle = await client.start(queues_app.paced_fan.options(id="paced"), 160)
+        assert await handle.result(timeout=150) == sum(range(160))
+        # When each was admitted: its claim, as the database stamped it.
+        children = await client.list_runs(parent="paced", limit=1000)
+    assert len(rows(effects, "paced")) == 160
+    starts = sorted(c.started.timestamp() for c in children if c.started is not None)
+    assert len(starts) == 160
+    first = starts[0]
+    in_five_seconds = sum(1 for t in starts if t < first + 5.0)
+    assert 95 <= in_five_seconds <= 105, in_five_seconds
+    # Never more than 20 in any one-second window.
+    assert max(sum(1 for t in starts if s <= t < s + 1.0) for s in starts) <= 20
