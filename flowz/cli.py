@@ -22,11 +22,12 @@ from ._client import Client, follow_stream
 from ._config import Settings, parse_duration, redacted_url
 from ._decorators import WorkflowFunction
 from ._progress_model import ProgressModel
+from ._queues import Schedule
 from ._registry import Registry, default_registry
 from ._runs import RunInfo
 from ._serde import error_fields, error_line, iso_time, json_value
 from ._types import Status
-from ._waiting import live_workers, why_waiting
+from ._waiting import live_workers, queue_state, why_waiting
 from ._worker import serve
 from .errors import (
     ConfigError,
@@ -37,7 +38,7 @@ from .errors import (
     UsageError,
 )
 from .store import Store, open_store, upgrade_schema
-from .store._protocol import ExecutionRow, WorkerRow
+from .store._protocol import ExecutionRow, QueueRow, WorkerRow
 
 __all__ = ["app", "main"]
 
@@ -53,6 +54,11 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+schedules_app = typer.Typer(
+    help="List cron schedules (next and last tick); pause or resume one.",
+    invoke_without_command=True,
+)
+app.add_typer(schedules_app, name="schedules")
 
 DbOption = Annotated[
     str | None,
@@ -347,7 +353,12 @@ def worker(
         ),
     ] = None,
     queue: Annotated[
-        str | None, typer.Option(envvar="FLOWZ_QUEUE", help="Queue to take work from.")
+        str | None,
+        typer.Option(
+            envvar="FLOWZ_QUEUE",
+            help="Take work from this queue only (default: 'default' and every queue the "
+            "modules' functions name).",
+        ),
     ] = None,
     registry: Annotated[
         str | None,
@@ -402,9 +413,23 @@ async def _row_and_reason(
     journal = await store.read_journal(run_id)
     last = journal[max(journal)] if journal else None
     if last is None or last.kind != "recv" or last.status != "waiting":
-        return row, None
+        return row, await _children_held(store, row, lease_seconds)
     until = "" if row.status == Status.WAITING else f" until {iso_time(row.run_at)}"
     return row, f"waiting for a message on {last.name!r}{until}: flowz send {run_id} ..."
+
+
+async def _children_held(store: Store, row: ExecutionRow, lease_seconds: float) -> str | None:
+    """For a run waiting on children: what holds its pending ones (a queue's limit)."""
+    if row.status != Status.WAITING:
+        return None
+    pending = {r.queue for r in await store.list_executions(row.root_id) if r.status == "pending"}
+    live = await live_workers(store, lease_seconds)
+    held = [
+        state
+        for queue in await store.list_queues()
+        if queue.limits.name in pending and (state := queue_state(queue, live))
+    ]
+    return f"children wait: {'; '.join(held)}" if held else None
 
 
 @app.command()
@@ -783,6 +808,122 @@ def replay(
         )
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def queues(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """List queues: their limits, what runs and waits in them, and what holds the waiting.
+
+    A queue at its limit says so (`at its limit: 3/3 running`, `at its rate`), apart
+    from a queue that no live worker takes.
+    """
+    settings = _settings(db)
+
+    async def look(store: Store) -> tuple[list[QueueRow], list[WorkerRow]]:
+        return await store.list_queues(), await live_workers(store, settings.lease_seconds)
+
+    rows, live = _with_store(settings, look)
+    listed = [
+        {
+            "queue": q.limits.name,
+            "concurrency": q.limits.concurrency,
+            "per_worker": q.limits.per_worker,
+            "rate": None
+            if q.limits.rate_limit is None
+            else {"limit": q.limits.rate_limit, "per": q.limits.rate_period},
+            "per_partition": q.limits.per_partition,
+            "running": q.running,
+            "waiting": q.waiting,
+            "held_by": queue_state(q, live),
+        }
+        for q in rows
+    ]
+    if as_json:
+        _echo_json(listed)
+        return
+    if not rows:
+        typer.echo("no queue is defined and no work is queued")
+    for q, shown in zip(rows, listed, strict=True):
+        limits = [
+            f"{label} {value}"
+            for label, value in (
+                ("concurrency", q.limits.concurrency),
+                ("per worker", q.limits.per_worker),
+                ("per partition", q.limits.per_partition),
+            )
+            if value is not None
+        ]
+        if q.limits.rate_limit is not None:
+            limits.append(f"rate {q.limits.rate_limit}/{q.limits.rate_period:g}s")
+        line = f"{q.limits.name}  {', '.join(limits) or 'no limits'}  running {q.running}  "
+        line += f"waiting {q.waiting}"
+        if shown["held_by"]:
+            line += f"  ({shown['held_by']})"
+        typer.echo(line)
+
+
+@schedules_app.callback()
+def schedules(ctx: typer.Context, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """List the cron schedules workers have stored, with their last and next tick."""
+    if ctx.invoked_subcommand is not None:
+        return
+    rows = _with_store(_settings(db), lambda store: store.list_schedules())
+    listed = []
+    now = dt.datetime.now(dt.UTC)
+    for row in rows:
+        after = now if row.last_tick is None else dt.datetime.fromtimestamp(row.last_tick, dt.UTC)
+        schedule = Schedule(row.cron, row.timezone, row.catch_up)  # type: ignore[arg-type]
+        upcoming = next(schedule.ticks(max(after, now)))
+        listed.append(
+            {
+                "name": row.name,
+                "cron": row.cron,
+                "timezone": row.timezone,
+                "catch_up": row.catch_up,
+                "paused": row.paused,
+                "last_tick": iso_time(row.last_tick),
+                "next_tick": None if row.paused else upcoming.isoformat(),
+            }
+        )
+    if as_json:
+        _echo_json(listed)
+        return
+    if not listed:
+        typer.echo("no schedule: start a worker that imports a @workflow(schedule=...)")
+    for s in listed:
+        state = "paused" if s["paused"] else f"next {s['next_tick']}"
+        typer.echo(
+            f"{s['name']}  '{s['cron']}' {s['timezone']}  catch-up {s['catch_up']}  "
+            f"last {s['last_tick'] or '-'}  {state}"
+        )
+
+
+ScheduleName = Annotated[str, typer.Argument(help="The scheduled workflow's journal name.")]
+
+
+@schedules_app.command("pause")
+def schedules_pause(name: ScheduleName, db: DbOption = None) -> None:
+    """Pause a schedule: its ticks pass without runs until it is resumed."""
+    _pause(name, True, db)
+    typer.echo(f"{name}: paused")
+
+
+@schedules_app.command("resume")
+def schedules_resume(name: ScheduleName, db: DbOption = None) -> None:
+    """Resume a schedule from its next tick (ticks that passed while paused do not run)."""
+    _pause(name, False, db)
+    typer.echo(f"{name}: resumed")
+
+
+def _pause(name: str, paused: bool, db: str | None) -> None:
+    async def change(store: Store) -> None:
+        if not await store.pause_schedule(name, paused):
+            known = ", ".join(s.name for s in await store.list_schedules()) or "none"
+            raise UsageError(
+                f"no schedule named {name!r} (schedules: {known}): see `flowz schedules`"
+            )
+
+    _with_store(_settings(db), change)
 
 
 @db_app.command("prune")

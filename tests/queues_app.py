@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from pathlib import Path
 
 import anyio
 
@@ -19,32 +20,32 @@ api = flowz.Queue("test-api", concurrency=3)
 per_worker = flowz.Queue("test-per-worker", per_worker=2)
 tenants = flowz.Queue("test-tenants", per_partition=1)
 paced = flowz.Queue("test-paced", rate=flowz.Rate(20, per=1))
+serial = flowz.Queue("test-serial", concurrency=1)
 
 
-def record(kind: str, i: int, key: str = "") -> None:
+def record(kind: str, i: int, key: str = "") -> int:
+    """Note that a step started; the row's id."""
     with sqlite3.connect(os.environ["QUEUES_EFFECTS"], timeout=30) as db:
         db.execute(
             "CREATE TABLE IF NOT EXISTS effects (kind TEXT, i INT, pid INT, key TEXT, "
             "started REAL, ended REAL)"
         )
-        db.execute(
+        cur = db.execute(
             "INSERT INTO effects VALUES (?, ?, ?, ?, ?, NULL)",
             (kind, i, os.getpid(), key, time.time()),
         )
+        return cur.lastrowid or 0
 
 
-def ended(kind: str, i: int) -> None:
+def ended(row: int) -> None:
     with sqlite3.connect(os.environ["QUEUES_EFFECTS"], timeout=30) as db:
-        db.execute(
-            "UPDATE effects SET ended = ? WHERE kind = ? AND i = ? AND ended IS NULL",
-            (time.time(), kind, i),
-        )
+        db.execute("UPDATE effects SET ended = ? WHERE rowid = ?", (time.time(), row))
 
 
 async def busy(kind: str, i: int, seconds: float, key: str = "") -> int:
-    record(kind, i, key)
+    row = record(kind, i, key)
     await anyio.sleep(seconds)
-    ended(kind, i)
+    ended(row)
     return i
 
 
@@ -69,9 +70,24 @@ async def paced_call(i: int) -> int:
     return i
 
 
+@step(queue=api)
+async def sticky(i: int, seconds: float) -> int:
+    """Hangs `seconds` (to be killed there) until the test opens the gate file."""
+    gate = Path(os.environ["QUEUES_EFFECTS"] + ".gate")
+    return await busy("sticky", i, 0.0 if gate.exists() else seconds)
+
+
+@workflow(queue=serial)
+async def in_order(label: str) -> str:
+    record("serial", 0, label)
+    return label
+
+
 @workflow
 async def fan(kind: str, n: int, seconds: float) -> int:
-    work = {"api": call_api, "per-worker": local_work, "tenant": tenant_work}[kind]
+    work = {"api": call_api, "per-worker": local_work, "tenant": tenant_work, "sticky": sticky}[
+        kind
+    ]
     return sum(await gather_durable(*(work(i, seconds) for i in range(n))))
 
 

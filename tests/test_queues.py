@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
+import flowz
 from flowz import Client
 from tests import queues_app
 
@@ -57,7 +61,11 @@ def fleet(
 
 
 def rows(effects: Path, kind: str) -> list[tuple[int, str, float, float | None]]:
-    with sqlite3.connect(effects) as db:
+    with sqlite3.connect(effects, timeout=30) as db:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS effects (kind TEXT, i INT, pid INT, key TEXT, "
+            "started REAL, ended REAL)"
+        )
         return db.execute(
             "SELECT pid, key, started, ended FROM effects WHERE kind = ? ORDER BY started", (kind,)
         ).fetchall()
@@ -126,3 +134,73 @@ async def test_a_rate_admits_its_limit_per_window(
     assert 95 <= in_five_seconds <= 105, in_five_seconds
     # Never more than 20 in any one-second window.
     assert max(sum(1 for t in starts if s <= t < s + 1.0) for s in starts) <= 20
+
+
+async def test_priorities_order_the_claims_of_a_queue(database_url: str, effects: Path) -> None:
+    from flowz._registry import default_registry
+    from flowz._worker import Worker
+
+    async with Client(database_url) as client:
+        for i in range(4):
+            await client.start(queues_app.in_order.options(id=f"low-{i}"), f"low-{i}")
+        for i in range(4):
+            urgent = queues_app.in_order.options(id=f"high-{i}", priority=10)
+            await client.start(urgent, f"high-{i}")
+        worker = Worker(client.store, default_registry(), client.settings)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(worker.run)
+            await client.handle("low-3").result(timeout=60)
+            worker.stop()
+    order = [key for _, key, _, _ in rows(effects, "serial")]
+    assert order[:4] == [f"high-{i}" for i in range(4)]
+    assert sorted(order[4:]) == [f"low-{i}" for i in range(4)]
+
+
+async def test_a_killed_worker_releases_its_slots_when_reaped(
+    database_url: str, effects: Path, tmp_path: Path
+) -> None:
+    [first] = start_workers(database_url, 1, tmp_path)
+    async with Client(database_url) as client:
+        handle = await client.start(queues_app.fan.options(id="sticky-fan"), "sticky", 8, 60.0)
+        with anyio.fail_after(60):
+            while len(rows(effects, "sticky")) < 3:  # the queue's three slots are taken
+                await anyio.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        killed_at = time.time()
+        Path(str(effects) + ".gate").touch()  # from now on the steps return at once
+        assert [
+            q.running for q in await client.store.list_queues() if q.limits.name == "test-api"
+        ] == [3]
+        workers = start_workers(database_url, 2, tmp_path)
+        try:
+            assert await handle.result(timeout=90) == sum(range(8))
+        finally:
+            for proc in workers:
+                proc.terminate()
+            for proc in workers:
+                proc.wait(timeout=30)
+    done = rows(effects, "sticky")
+    spans = [(started, ended if ended is not None else killed_at) for _, _, started, ended in done]
+    assert most_at_once(spans) <= 3  # the dead worker's slots came back, never more than 3
+    assert len(done) == 8 + 3  # the three it held ran again
+
+
+def test_bad_queue_definitions_are_refused_with_the_fix() -> None:
+    with pytest.raises(flowz.UsageError, match="a limit is a whole number >= 1"):
+        flowz.Queue("bad-negative", concurrency=-1)
+    with pytest.raises(flowz.UsageError, match="the limit is a whole number >= 1"):
+        flowz.Rate(0, per=1)
+    with pytest.raises(flowz.UsageError, match="the period is seconds > 0"):
+        flowz.Rate(5, per=0)
+    with pytest.raises(flowz.UsageError, match="is defined twice with different limits"):
+        flowz.Queue("test-api", concurrency=4)
+    assert flowz.Queue("test-api", concurrency=3) == queues_app.api  # the same one again
+    registry = flowz.Registry()
+    with pytest.raises(flowz.UsageError, match=r"pass a flowz\.Queue"):
+
+        @flowz.step(queue="test-api", registry=registry)  # type: ignore[arg-type]
+        async def wrong(i: int) -> int:
+            return i
+
+    assert registry.known() == []
