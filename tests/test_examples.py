@@ -170,3 +170,19 @@ def test_the_deploy_check_example_passes_under_pytest(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 passed" in done.stdout
+
+
+@pytest.mark.timeout(120)
+def test_the_limits_example_holds_its_limits_and_priorities(tmp_path: Path) -> None:
+    lines = run_example(tmp_path, "limits.py").stdout.splitlines()
+    assert lines[0].startswith("crawled 24 pages, 590 bytes, in ")
+    assert lines[1] == "the urgent crawl (succeeded) went first: 0 pages before it"
+    assert lines[2] == "at most 4 requests at once (limit 4)"
+    # 28 starts at 8 a second: the rate held them to at least three seconds.
+    assert float(lines[0].split(" in ")[1].removesuffix(" s")) >= 3.0
+
+
+@pytest.mark.timeout(120)
+def test_the_scheduled_example_runs_a_tick_by_hand(tmp_path: Path) -> None:
+    out = run_example(tmp_path, "scheduled.py").stdout.strip()
+    assert out == "Friday 04 December, 09:00: 42 sold since the day before"

@@ -180,3 +180,15 @@ def test_a_scheduled_workflow_must_take_the_tick() -> None:
         return str(tick)
 
     assert morning.definition.options.schedule is not None
+
+
+def test_ticks_follow_the_time_zone_across_daylight_saving() -> None:
+    from flowz._queues import Schedule
+
+    paris = Schedule("30 2 * * *", timezone="Europe/Paris")
+    spring = [t.isoformat() for t in itertools.islice(
+        paris.ticks(dt.datetime(2026, 3, 28, 12, tzinfo=dt.UTC)), 2)]  # fmt: skip
+    assert spring == ["2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"]  # once
+    autumn = [t.isoformat() for t in itertools.islice(
+        paris.ticks(dt.datetime(2026, 10, 24, 12, tzinfo=dt.UTC)), 2)]  # fmt: skip
+    assert autumn == ["2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00"]  # once
