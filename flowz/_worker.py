@@ -177,7 +177,7 @@ class Worker:
         self._registered = self.registry.known()
         if self.registry.queues():
             await self.store.define_queues([queue_limits(q) for q in self.registry.queues()])
-        if self.registry.schedules():
+        if self.registry.schedules() and not self.embedded:
             await self.store.define_schedules(
                 [
                     ScheduleRow(d.name, s.cron, s.timezone, s.catch_up)
@@ -334,7 +334,8 @@ class Worker:
         A run's id is the schedule and the tick, and a tick is handled in a transaction
         that checks no worker handled it: racing workers make one run.
         """
-        schedules = self.registry.schedules()
+        # Workers of `flowz worker` tick; one inside client.run() works on its run only.
+        schedules = [] if self.embedded else self.registry.schedules()
         now = self.store.wall_now()
         if not schedules or now < self._next_tick:
             return

@@ -612,9 +612,12 @@ def watch(run_id: RunId, db: DbOption = None) -> None:
     settings = _settings(db)
 
     async def look(store: Store) -> tuple[ProgressModel, str | None]:
-        # A message wait is drawn in the tree; a run no worker took yet, only here.
+        # A message wait is drawn in the tree; a run no worker took yet, or children a
+        # queue's limit holds back, only here.
         row = await _run_row(store, run_id)
         reason = await _queued_reason(store, row, settings.lease_seconds)
+        if reason is None:
+            reason = await _children_held(store, row, settings.lease_seconds)
         return await ProgressModel.load(store, run_id), reason
 
     async def follow(store: Store) -> None:

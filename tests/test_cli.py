@@ -14,7 +14,7 @@ import anyio
 import pytest
 from typer.testing import CliRunner
 
-from flowz import Client, FlowzError
+from flowz import Client, FlowzError, Settings
 from flowz.cli import app
 from flowz.store._sql import SCHEMA_VERSION
 
@@ -478,3 +478,38 @@ def test_flowz_replay_checks_recorded_runs_against_changed_code(
     done = flowz(cli_env, "replay", str(code_file), "--run", "r1", "--json")
     assert json.loads(done.stdout)[0]["problem"].startswith("run 'r1': at position 0")
     assert (tmp_path / "effects.log").read_text() == effects  # no step ran
+
+
+def test_status_says_when_a_queue_s_limit_holds_a_run_s_children(cli_env: dict[str, str]) -> None:
+    from flowz.store import open_store
+    from flowz.store._protocol import JournalEntry, NewExecution, QueueLimits
+
+    async def run_held_by_its_queue() -> None:
+        store = await open_store(Settings(database_url=cli_env["FLOWZ_DATABASE_URL"]))
+        try:
+            await store.define_queues([QueueLimits("api", concurrency=1)])
+            await store.create_run(NewExecution("held", "held", "workflow", "wf", []))
+            [parent] = await store.claim("w", ["wf"], "default", 1, 30)
+            children = [
+                NewExecution(f"held/0/{i}", "held", "step", "s", [], queue="api",
+                             parent_id="held", position=0, child_index=i)
+                for i in range(2)
+            ]  # fmt: skip
+            entry = JournalEntry(0, "gather", "s", "scheduled", output={"width": 2})
+            assert await store.wait_for_children(parent.fence, 1, [0], [entry], children)
+            taken, _ = await store.claim_limited("w", ["s"], "api", 5, 30)
+            assert len(taken) == 1
+        finally:
+            await store.aclose()
+
+    anyio.run(run_held_by_its_queue)
+    code, out, _ = invoke("status", "held")
+    assert code == 2
+    assert (
+        out.strip()
+        == "held  wf  waiting  (children wait: queue 'api' is at its limit: 1/1 running)"
+    )
+    code, out, _ = invoke("queues", "--json")
+    [api] = json.loads(out)
+    assert (api["queue"], api["running"], api["waiting"]) == ("api", 1, 1)
+    assert api["held_by"] == "queue 'api' is at its limit: 1/1 running"

@@ -24,6 +24,11 @@ async def minutely(tick: dt.datetime) -> str:
     return tick.isoformat()
 
 
+@workflow(registry=EVERY_MINUTE, name="cron:plain")
+async def plain() -> int:
+    return 1
+
+
 CATCH_UP = Registry()
 
 
@@ -192,3 +197,10 @@ def test_ticks_follow_the_time_zone_across_daylight_saving() -> None:
     autumn = [t.isoformat() for t in itertools.islice(
         paris.ticks(dt.datetime(2026, 10, 24, 12, tzinfo=dt.UTC)), 2)]  # fmt: skip
     assert autumn == ["2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00"]  # once
+
+
+async def test_the_worker_inside_client_run_starts_no_scheduled_runs() -> None:
+    async with temp_client(skip_time=True) as client:
+        assert await client.run(plain.options(progress=False)) == 1
+        assert await client.store.list_schedules() == []
+        assert await all_runs(client, "cron:minutely") == []

@@ -798,3 +798,69 @@ async def test_expire_wakes_what_waits_or_sleeps_past_its_deadline(store: Store)
     woken = [r.execution.id for r in await store.claim("w1", NAMES, "default", 10, 30)]
     assert sorted(woken) == ["late", "sleepy"]
     assert (await store.get_execution("late")).deadline == past  # type: ignore[union-attr]
+
+
+async def test_a_limited_claim_never_passes_the_queue_s_limits(store: Store) -> None:
+    from flowz.store._protocol import QueueLimits
+
+    await store.define_queues([QueueLimits("api", concurrency=2, per_partition=1)])
+    await store.create_run(run_factory())
+    parent = await claim_one(store, names=["wf"])
+    keys = ["a", "a", "b", "c", "c"]
+    children = [
+        child_factory("r1", 0, i, queue="api", partition_key=key) for i, key in enumerate(keys)
+    ]
+    entry = JournalEntry(0, "gather", "child", "scheduled", output={"width": 5})
+    assert await store.wait_for_children(parent, 1, [0], [entry], children)
+    first, wait = await store.claim_limited("w1", NAMES, "api", 10, 30)
+    assert wait is None
+    assert len(first) == 2 and len({c.execution.partition_key for c in first}) == 2
+    assert (await store.claim_limited("w2", NAMES, "api", 10, 30))[0] == []  # at its limit
+    assert await store.claim("w2", NAMES, "default", 10, 30) == []  # another queue
+    await store.finish(first[0].fence, "succeeded", 1, None)
+    [third], _ = await store.claim_limited("w2", NAMES, "api", 10, 30)
+    held = {first[1].execution.partition_key}
+    assert third.execution.partition_key not in held  # a full partition waits
+    [row] = [q for q in await store.list_queues() if q.limits.name == "api"]
+    assert (row.limits.concurrency, row.running, row.waiting) == (2, 2, 2)
+
+
+async def test_a_rate_limited_claim_admits_the_rate_and_says_when_there_is_room(
+    store: Store,
+) -> None:
+    from flowz.store._protocol import QueueLimits
+
+    await store.define_queues([QueueLimits("paced", rate_limit=3, rate_period=60.0)])
+    for i in range(5):
+        await store.create_run(run_factory(f"p{i}", queue="paced"))
+    taken, wait = await store.claim_limited("w1", NAMES, "paced", 10, 30)
+    assert len(taken) == 3 and wait is not None and 59 < wait <= 60
+    for claim in taken:
+        await store.finish(claim.fence, "succeeded", 1, None)
+    assert (await store.claim_limited("w1", NAMES, "paced", 10, 30))[0] == []  # the window
+    # Limits change with the next deploy's definition.
+    await store.define_queues([QueueLimits("paced")])
+    assert len((await store.claim_limited("w1", NAMES, "paced", 10, 30))[0]) == 2
+
+
+async def test_a_schedule_tick_is_handled_once(store: Store) -> None:
+    from flowz.store._protocol import ScheduleRow
+
+    await store.define_schedules([ScheduleRow("wf", "* * * * *", "UTC", "latest")])
+    assert await store.tick_schedule("wf", 60.0, run_factory("wf@1"))
+    assert not await store.tick_schedule("wf", 60.0, run_factory("wf@1"))  # another worker
+    assert not await store.tick_schedule("wf", 30.0, None)  # never backwards
+    assert await store.tick_schedule("wf", 120.0, None)  # passed over, no run
+    assert [r.id for r in await store.list_runs(RunQuery())] == ["wf@1"]
+    assert await store.pause_schedule("wf", True)
+    await store.define_schedules([ScheduleRow("wf", "*/5 * * * *", "UTC", "all")])
+    [row] = await store.list_schedules()
+    assert (row.cron, row.catch_up, row.paused) == ("*/5 * * * *", "all", True)
+    assert row.last_tick == 120.0
+    assert not await store.pause_schedule("nope", True)
+
+
+async def test_next_due_in_counts_another_due_time(store: Store) -> None:
+    assert await store.next_due_in(NAMES, "default") is None
+    due = await store.next_due_in(NAMES, "default", also=time.time() + 30)
+    assert due is not None and 25 < due <= 30
