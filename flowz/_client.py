@@ -363,8 +363,10 @@ class Client:
                 f"status={status!r}: only ended runs can be pruned; choose among "
                 "succeeded, failed, cancelled"
             )
-        if older_than < _dt.timedelta(0):
-            raise UsageError(f"older_than={older_than}: use a positive duration")
+        if not isinstance(older_than, _dt.timedelta) or older_than < _dt.timedelta(0):
+            raise UsageError(
+                f"older_than={older_than!r}: pass a duration of 0 or more, e.g. timedelta(days=30)"
+            )
         before = time.time() - older_than.total_seconds()
         if dry_run:
             return await self.store.count_prunable(before, statuses)

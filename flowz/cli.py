@@ -490,7 +490,7 @@ def list_runs(
     known = {s.value for s in Status}
     for value in statuses or ():
         if value not in known:
-            raise UsageError(f"--status {value!r}: use one of {', '.join(known)}")
+            raise UsageError(f"--status {value!r}: use one of {', '.join(sorted(known))}")
     page = _with_client(
         _settings(db),
         lambda client: client.list_runs(

@@ -154,6 +154,8 @@ async def test_prune_dry_run_and_status_filter(database_url: str) -> None:
             await client.prune(week, status=["succeeded", "running"])
         with pytest.raises(flowz.UsageError, match="not a run status"):
             await client.prune(week, status="done")
+        with pytest.raises(flowz.UsageError, match=r"e\.g\. timedelta\(days=30\)"):
+            await client.prune(30)  # type: ignore[arg-type]
 
 
 async def test_workers_with_flowz_retention_prune_on_their_own(database_url: str) -> None:

@@ -864,3 +864,11 @@ async def test_next_due_in_counts_another_due_time(store: Store) -> None:
     assert await store.next_due_in(NAMES, "default") is None
     due = await store.next_due_in(NAMES, "default", also=time.time() + 30)
     assert due is not None and 25 < due <= 30
+
+
+async def test_a_fork_keeps_the_partition_key(store: Store) -> None:
+    await ended_run_with_children(store)
+    await execute_sql(store, "UPDATE flowz_executions SET partition_key = 'tenant-7'")
+    forked = await store.fork_run("r1", "f1", 3, ["r1/0/2"])
+    assert forked.partition_key == "tenant-7"
+    assert {r.partition_key for r in await store.list_executions("f1")} == {"tenant-7"}

@@ -260,7 +260,7 @@ class PostgresStore:
     ) -> ExecutionRow:
         async with self.db.transaction() as cur:
             await cur.execute(
-                "SELECT kind, parent_id, status, name, input, queue, priority, "
+                "SELECT kind, parent_id, status, name, input, queue, priority, partition_key, "
                 f"{_NOW} FROM flowz_executions WHERE id = %s FOR SHARE",
                 (source_id,),
             )
@@ -269,10 +269,10 @@ class PostgresStore:
             taken = await cur.fetchone() is not None
             check_fork_source(source_id, found, new_id, taken, f"at {self.db.safe_url()}")
             assert found is not None
-            _, _, _, name, payload, queue, priority, now = found
+            _, _, _, name, payload, queue, priority, partition, now = found
             root = NewExecution(
                 id=new_id, root_id=new_id, kind="workflow", name=name, input=loads(payload),
-                queue=queue, priority=priority,
+                queue=queue, priority=priority, partition_key=partition,
             )  # fmt: skip
             await self._insert_executions(cur, [root])
             for sql, params in fork_statements(source_id, new_id, at, rerun, "%s", now):

@@ -442,15 +442,15 @@ def fork_statements(
     renamed_params: list[Any] = [new_id, cut, new_id, new_id, cut]
     columns = (
         "id, root_id, parent_id, position, child_index, kind, name, input, output, error, "
-        "status, attempt, max_attempts, run_at, queue, priority, wait_count, created_at, "
-        "updated_at, started_at, finished_at"
+        "status, attempt, max_attempts, run_at, queue, priority, partition_key, wait_count, "
+        "created_at, updated_at, started_at, finished_at"
     )
     statements: list[tuple[str, list[Any]]] = [
         (
             f"{tree}INSERT INTO flowz_executions ({columns}) SELECT {renamed}, position, "
             "child_index, kind, name, input, output, error, status, attempt, max_attempts, "
-            f"run_at, queue, priority, 0, created_at, {mark}, started_at, finished_at "
-            "FROM flowz_executions WHERE id IN (SELECT id FROM tree)",
+            f"run_at, queue, priority, partition_key, 0, created_at, {mark}, started_at, "
+            "finished_at FROM flowz_executions WHERE id IN (SELECT id FROM tree)",
             [*tree_params, *renamed_params, now],
         ),
         (
@@ -472,7 +472,8 @@ def fork_statements(
             (
                 f"INSERT INTO flowz_executions ({columns}) SELECT {renamed}, position, "
                 "child_index, kind, name, input, NULL, NULL, 'pending', 0, max_attempts, "
-                f"{mark}, queue, priority, 0, {mark}, {mark}, NULL, NULL FROM flowz_executions "
+                f"{mark}, queue, priority, partition_key, 0, {mark}, {mark}, NULL, NULL "
+                "FROM flowz_executions "
                 f"WHERE id IN ({', '.join([mark] * len(rerun))})",
                 [*renamed_params, now, now, now, *rerun],
             )

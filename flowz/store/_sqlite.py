@@ -341,17 +341,17 @@ class SqliteStore:
         now = self.clock.now()
         with self._tx() as cur:
             found = cur.execute(
-                "SELECT kind, parent_id, status, name, input, queue, priority "
+                "SELECT kind, parent_id, status, name, input, queue, priority, partition_key "
                 "FROM flowz_executions WHERE id = ?",
                 (source_id,),
             ).fetchone()
             taken = cur.execute("SELECT 1 FROM flowz_executions WHERE id = ?", (new_id,))
             where = f"in {str(self.path)!r}"
             check_fork_source(source_id, found, new_id, taken.fetchone() is not None, where)
-            _, _, _, name, payload, queue, priority = found
+            _, _, _, name, payload, queue, priority, partition = found
             root = NewExecution(
                 id=new_id, root_id=new_id, kind="workflow", name=name, input=loads(payload),
-                queue=queue, priority=priority,
+                queue=queue, priority=priority, partition_key=partition,
             )  # fmt: skip
             self._insert_executions(cur, [root], now)
             for sql, params in fork_statements(source_id, new_id, at, rerun, "?", now):
