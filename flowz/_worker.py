@@ -567,10 +567,10 @@ async def serve(store: Store, registry: Registry, settings: Settings) -> None:
 
         tg.start_soon(watch_signals)
         log.info(
-            "flowz worker %s: %d functions, queue %r, concurrency %d",
+            "flowz worker %s: %d functions, queues %s, concurrency %d",
             worker.id,
             len(registry.names()),
-            settings.queue,
+            ", ".join(worker.queues),
             settings.concurrency,
         )
         await worker.run()

@@ -756,7 +756,7 @@ def info(db: DbOption = None, as_json: JsonOption = False) -> None:
     typer.echo(f"workers   {len(live)} live")
     for w in live:
         typer.echo(
-            f"  {w.id}  queue {w.queue!r}  {len(w.names)} functions  "
+            f"  {w.id}  queues {w.queue.replace(',', ', ')}  {len(w.names)} functions  "
             f"heartbeat {now - w.heartbeat_at:.0f} s ago"
         )
 
