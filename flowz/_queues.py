@@ -7,6 +7,7 @@ the schedules. Nothing here touches a database.
 from __future__ import annotations
 
 import datetime as _dt
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -88,7 +89,9 @@ class Queue:
                 f"Queue({self.name!r}, rate={self.rate!r}): use flowz.Rate(limit, per=seconds)"
             )
         known = _KNOWN.setdefault(self.name, self)
-        if known != self:
+        if known != self and _defined_interactively():
+            _KNOWN[self.name] = self  # a notebook cell run again with new limits
+        elif known != self:
             raise UsageError(
                 f"queue {self.name!r} is defined twice with different limits ({known} and "
                 f"{self}): define it once and import it where it is used"
@@ -109,6 +112,15 @@ class Queue:
             "rate_period": None if self.rate is None else float(self.rate.per),
             "per_partition": self.per_partition,
         }
+
+
+def _defined_interactively() -> bool:
+    """Whether the Queue(...) being built is written in __main__ (a notebook, a REPL).
+
+    There, running the cell again redefines the queue, as it redefines functions.
+    """
+    frame = sys._getframe(3)  # _defined_interactively < __post_init__ < __init__ < caller
+    return frame.f_globals.get("__name__") == "__main__"
 
 
 @dataclass(frozen=True, slots=True)

@@ -196,6 +196,12 @@ def test_bad_queue_definitions_are_refused_with_the_fix() -> None:
     with pytest.raises(flowz.UsageError, match="is defined twice with different limits"):
         flowz.Queue("test-api", concurrency=4)
     assert flowz.Queue("test-api", concurrency=3) == queues_app.api  # the same one again
+    # A notebook cell run again with new limits redefines the queue.
+    cell = "import flowz\nq = flowz.Queue('notebook-queue', concurrency={})"
+    for limit in (1, 2):
+        namespace = {"__name__": "__main__"}
+        exec(cell.format(limit), namespace)
+        assert namespace["q"].concurrency == limit  # type: ignore[attr-defined]
     registry = flowz.Registry()
     with pytest.raises(flowz.UsageError, match=r"pass a flowz\.Queue"):
 
