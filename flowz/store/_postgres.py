@@ -36,6 +36,7 @@ from ._protocol import (
 )
 from ._sql import (
     CLAIM_ORDER,
+    CLAIMED,
     EVENT_UPSERT,
     EXECUTION_COLUMNS,
     EXPIRED,
@@ -45,6 +46,8 @@ from ._sql import (
     MESSAGE_INSERT,
     QUEUE_COLUMNS,
     QUEUE_UPSERT,
+    QUEUES_DEFINED,
+    QUEUES_IN_USE,
     RATE_INSERT,
     SCHEDULE_COLUMNS,
     SCHEDULE_UPSERT,
@@ -67,6 +70,7 @@ from ._sql import (
     prunable_sql,
     prune_statements,
     queue_counts_sql,
+    queue_load_sql,
     rate_wait,
     receive_entry,
     receive_outcome,
@@ -430,10 +434,7 @@ class PostgresStore:
             if taken:
                 ids = [c[0] for c in taken]
                 await cur.execute(
-                    "UPDATE flowz_executions SET status = 'running', claim_token = %s, "
-                    "lease_owner = %s, lease_expires_at = %s, updated_at = %s, "
-                    "started_at = coalesce(started_at, %s), "
-                    "attempt = CASE WHEN attempt = 0 THEN 1 ELSE attempt END "
+                    f"UPDATE flowz_executions SET {CLAIMED.format(p='%s')} "
                     f"WHERE id = ANY(%s) AND status = 'pending' RETURNING {_COLUMNS}",
                     (token, worker_id, now + lease_seconds, now, now, ids),
                 )
@@ -458,26 +459,15 @@ class PostgresStore:
             )
 
     async def list_queues(self) -> list[QueueRow]:
-        defined = {
-            r[0]: QueueLimits(*r)
-            for r in await self.db.select(f"SELECT {QUEUE_COLUMNS} FROM flowz_queues", ())
-        }
-        used = await self.db.select(
-            "SELECT DISTINCT queue FROM flowz_executions WHERE status IN ('pending', 'running')",
-            (),
-        )
+        defined = {r[0]: QueueLimits(*r) for r in await self.db.select(QUEUES_DEFINED, ())}
+        used = await self.db.select(QUEUES_IN_USE, ())
         out = []
         for name in sorted({*defined, *(r[0] for r in used)}):
             limits = defined.get(name, QueueLimits(name))
-            rows = await self.db.select(
-                "SELECT (SELECT count(*) FROM flowz_executions WHERE status = 'running' AND "
-                "queue = %s), (SELECT count(*) FROM flowz_executions WHERE status = 'pending' "
-                f"AND queue = %s AND run_at <= {_NOW}), (SELECT count(*) FROM "
-                f"flowz_queue_starts WHERE queue = %s AND at > {_NOW} - %s)",
-                (name, name, name, limits.rate_period or 0.0),
-            )
+            period = limits.rate_period or 0.0
+            rows = await self.db.select(queue_load_sql("%s", _NOW), (name, name, name, period))
             running, waiting, recent = rows[0]
-            out.append(QueueRow(limits, running, waiting, recent if limits.rate_period else 0))
+            out.append(QueueRow(limits, running, waiting, recent if period else 0))
         return out
 
     @retried

@@ -47,6 +47,9 @@ __all__ = [
     "check_message_target",
     "check_schema_version",
     "dumps_or_none",
+    "CLAIMED",
+    "QUEUES_DEFINED",
+    "QUEUES_IN_USE",
     "QUEUE_COLUMNS",
     "QUEUE_UPSERT",
     "RATE_INSERT",
@@ -55,6 +58,7 @@ __all__ = [
     "admit",
     "limited_candidates_sql",
     "queue_counts_sql",
+    "queue_load_sql",
     "rate_wait",
     "execution_row",
     "fork_statements",
@@ -176,6 +180,16 @@ QUEUE_UPSERT = (
     "rate_period = excluded.rate_period, per_partition = excluded.per_partition, "
     "updated_at = excluded.updated_at"
 )
+#: SET list of a claim (params: token, owner, lease expiry, now, now).
+CLAIMED = (
+    "status = 'running', claim_token = {p}, lease_owner = {p}, lease_expires_at = {p}, "
+    "updated_at = {p}, started_at = coalesce(started_at, {p}), "
+    "attempt = CASE WHEN attempt = 0 THEN 1 ELSE attempt END"
+)
+#: The stored queue definitions, as QUEUE_COLUMNS.
+QUEUES_DEFINED = f"SELECT {QUEUE_COLUMNS} FROM flowz_queues"
+#: The queues that hold pending or running work.
+QUEUES_IN_USE = "SELECT DISTINCT queue FROM flowz_executions WHERE status IN ('pending', 'running')"
 #: Record one start in a rate-limited queue (params: queue, at, execution id).
 RATE_INSERT = "INSERT INTO flowz_queue_starts (queue, at, execution_id) VALUES ({p}, {p}, {p})"
 #: The columns of flowz_schedules that ScheduleRow holds, in its order.
@@ -202,6 +216,20 @@ def queue_counts_sql(mark: str) -> list[str]:
         f"DELETE FROM flowz_queue_starts WHERE queue = {mark} AND at <= {mark}",
         f"SELECT count(*), min(at) FROM flowz_queue_starts WHERE queue = {mark}",
     ]
+
+
+def queue_load_sql(mark: str, now: str) -> str:
+    """A queue's running, due pending, and recent starts: one row.
+
+    `now` is the dialect's clock (a placeholder, or an SQL expression). Params: queue,
+    queue, [now,] queue, [now,] rate period (0 without a rate).
+    """
+    return (
+        "SELECT (SELECT count(*) FROM flowz_executions WHERE status = 'running' AND "
+        f"queue = {mark}), (SELECT count(*) FROM flowz_executions WHERE status = 'pending' "
+        f"AND queue = {mark} AND run_at <= {now}), (SELECT count(*) FROM flowz_queue_starts "
+        f"WHERE queue = {mark} AND at > {now} - {mark})"
+    )
 
 
 def limited_candidates_sql(mark: str, names: str, per_partition: bool) -> str:

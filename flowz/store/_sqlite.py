@@ -45,6 +45,7 @@ from ._protocol import (
 )
 from ._sql import (
     CLAIM_ORDER,
+    CLAIMED,
     EVENT_UPSERT,
     EXECUTION_COLUMNS,
     EXPIRED,
@@ -55,6 +56,8 @@ from ._sql import (
     NEXT_MESSAGE,
     QUEUE_COLUMNS,
     QUEUE_UPSERT,
+    QUEUES_DEFINED,
+    QUEUES_IN_USE,
     RATE_INSERT,
     SCHEDULE_COLUMNS,
     SCHEDULE_UPSERT,
@@ -78,6 +81,7 @@ from ._sql import (
     prunable_sql,
     prune_statements,
     queue_counts_sql,
+    queue_load_sql,
     rate_wait,
     receive_entry,
     receive_outcome,
@@ -446,10 +450,7 @@ class SqliteStore:
         marks = ",".join("?" * len(names))
         with self._tx() as cur:
             rows = cur.execute(
-                "UPDATE flowz_executions SET status = 'running', claim_token = ?, "
-                "lease_owner = ?, lease_expires_at = ?, updated_at = ?, "
-                "started_at = coalesce(started_at, ?), "
-                "attempt = CASE WHEN attempt = 0 THEN 1 ELSE attempt END "
+                f"UPDATE flowz_executions SET {CLAIMED.format(p='?')} "
                 "WHERE id IN (SELECT id FROM flowz_executions WHERE status = 'pending' "
                 f"AND queue = ? AND run_at <= ? AND name IN ({marks}) "
                 f"{CLAIM_ORDER} LIMIT ?) "
@@ -498,10 +499,7 @@ class SqliteStore:
             if taken:
                 ids = [c[0] for c in taken]
                 rows = cur.execute(
-                    "UPDATE flowz_executions SET status = 'running', claim_token = ?, "
-                    "lease_owner = ?, lease_expires_at = ?, updated_at = ?, "
-                    "started_at = coalesce(started_at, ?), "
-                    "attempt = CASE WHEN attempt = 0 THEN 1 ELSE attempt END "
+                    f"UPDATE flowz_executions SET {CLAIMED.format(p='?')} "
                     f"WHERE id IN ({','.join('?' * len(ids))}) AND status = 'pending' "
                     f"RETURNING {_COLUMNS}",
                     (token, worker_id, now + lease_seconds, now, now, *ids),
@@ -525,28 +523,15 @@ class SqliteStore:
 
     async def list_queues(self) -> list[QueueRow]:
         now = self.clock.now()
-        defined = {
-            r[0]: QueueLimits(*r) for r in self._read(f"SELECT {QUEUE_COLUMNS} FROM flowz_queues")
-        }
-        used = self._read(
-            "SELECT DISTINCT queue FROM flowz_executions WHERE status IN ('pending', 'running')"
-        )
+        defined = {r[0]: QueueLimits(*r) for r in self._read(QUEUES_DEFINED)}
         out = []
-        for name in sorted({*defined, *(r[0] for r in used)}):
+        for name in sorted({*defined, *(r[0] for r in self._read(QUEUES_IN_USE))}):
             limits = defined.get(name, QueueLimits(name))
-            running, waiting = self._read(
-                "SELECT (SELECT count(*) FROM flowz_executions WHERE status = 'running' AND "
-                "queue = ?), (SELECT count(*) FROM flowz_executions WHERE status = 'pending' "
-                "AND queue = ? AND run_at <= ?)",
-                (name, name, now),
+            period = limits.rate_period or 0.0
+            running, waiting, recent = self._read(
+                queue_load_sql("?", "?"), (name, name, now, name, now, period)
             )[0]
-            recent = 0
-            if limits.rate_period is not None:
-                recent = self._read(
-                    "SELECT count(*) FROM flowz_queue_starts WHERE queue = ? AND at > ?",
-                    (name, now - limits.rate_period),
-                )[0][0]
-            out.append(QueueRow(limits, running, waiting, recent))
+            out.append(QueueRow(limits, running, waiting, recent if period else 0))
         return out
 
     async def define_schedules(self, schedules: Sequence[ScheduleRow]) -> None:
