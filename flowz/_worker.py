@@ -136,6 +136,10 @@ class Worker:
         self._rate_wait: float | None = None
         # Queues whose last claim took less than it asked (their limits, or no work).
         self._limited: set[str] = set()
+        # What the worker registered, read once there instead of at every claim.
+        self._served: list[str] = []
+        self._declared: dict[str, Queue] = {}
+        self._schedules: list[tuple[Definition, Schedule]] = []
 
     @property
     def stopping(self) -> bool:
@@ -175,18 +179,19 @@ class Worker:
     async def _register(self) -> None:
         """Record this worker, its queues and names; store its queues and schedules."""
         self._registered = self.registry.known()
-        if self.registry.queues():
-            await self.store.define_queues([queue_limits(q) for q in self.registry.queues()])
-        if self.registry.schedules() and not self.embedded:
+        self._served = self.queues
+        self._declared = {q.name: q for q in self.registry.queues()}
+        # Workers of `flowz worker` tick; one inside client.run() works on its run only.
+        self._schedules = [] if self.embedded else self.registry.schedules()
+        if self._declared:
+            await self.store.define_queues([queue_limits(q) for q in self._declared.values()])
+        if self._schedules:
             await self.store.define_schedules(
-                [
-                    ScheduleRow(d.name, s.cron, s.timezone, s.catch_up)
-                    for d, s in self.registry.schedules()
-                ]
+                [ScheduleRow(d.name, s.cron, s.timezone, s.catch_up) for d, s in self._schedules]
             )
             self._next_tick = -math.inf
         await self.store.register_worker(
-            self.id, self.host, os.getpid(), ",".join(self.queues), self._registered
+            self.id, self.host, os.getpid(), ",".join(self._served), self._registered
         )
 
     async def close(self) -> None:
@@ -272,7 +277,7 @@ class Worker:
                 await anyio.sleep(0)  # let the new tasks start before claiming again
                 continue
             due_in = self._rate_wait
-            for queue in self.queues:
+            for queue in self._served:
                 try:
                     due = await self.store.next_due_in(names, queue, also=self._tick_due())
                 except StoreError:
@@ -300,13 +305,12 @@ class Worker:
         The default queue (unless it has limits) is one statement; a queue with limits
         is claimed in a transaction that counts them in the database.
         """
-        declared = {q.name: q for q in self.registry.queues()}
         claims: list[Claim] = []
         self._rate_wait = None
         self._limited.clear()
-        for queue in self.queues:
+        for queue in self._served:
             wanted = free - len(claims)
-            definition = declared.get(queue)
+            definition = self._declared.get(queue)
             if definition is not None and definition.per_worker is not None:
                 wanted = min(wanted, definition.per_worker - self._by_queue.get(queue, 0))
             if wanted <= 0:
@@ -334,10 +338,11 @@ class Worker:
         A run's id is the schedule and the tick, and a tick is handled in a transaction
         that checks no worker handled it: racing workers make one run.
         """
-        # Workers of `flowz worker` tick; one inside client.run() works on its run only.
-        schedules = [] if self.embedded else self.registry.schedules()
+        schedules = self._schedules
+        if not schedules:
+            return
         now = self.store.wall_now()
-        if not schedules or now < self._next_tick:
+        if now < self._next_tick:
             return
         stored = {row.name: row for row in await self.store.list_schedules()}
         next_tick = math.inf
