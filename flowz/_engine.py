@@ -49,6 +49,7 @@ __all__ = [
     "INLINE_RETRY_LIMIT",
     "check_replayed",
     "check_width",
+    "children_results",
     "execute",
     "patch_decision",
     "retry_delay",
@@ -473,23 +474,7 @@ class _Attempt(ExecutionContext):
     async def _results(
         self, handles: Sequence[StepHandle[Any]], return_exceptions: bool
     ) -> list[Any] | None:
-        """The children's results, or None while one is still running (and none failed)."""
-        rows = await self.store.child_results(self.row.id, sorted({h.position for h in handles}))
-        by_key = {(r.position, r.child_index): r for r in rows}
-        results: list[Any] = []
-        unfinished = False
-        for handle in handles:
-            row = by_key[(handle.position, handle.index)]
-            if row.status == Status.SUCCEEDED:
-                results.append(handle.definition.codec.load_result(row.output))
-            elif row.status in (Status.FAILED, Status.CANCELLED):
-                error = _child_error(row)
-                if not return_exceptions:
-                    raise error
-                results.append(error)
-            else:
-                unfinished = True
-        return None if unfinished else results
+        return await children_results(self.store, self.row.id, handles, return_exceptions)
 
     @_escapes_the_body
     async def record(self, name: str, kind: str, make: Callable[[], Any]) -> Any:
@@ -634,6 +619,32 @@ def _timeout_error(row: ExecutionRow) -> RunTimeoutError:
         "(waiting included); its unfinished children were cancelled. To give it more "
         "time, raise @workflow(timeout=) or options(deadline=) and start it again"
     )
+
+
+async def children_results(
+    store: Store, parent_id: str, handles: Sequence[StepHandle[Any]], return_exceptions: bool
+) -> list[Any] | None:
+    """The children's results in handle order, or None while one is still unfinished.
+
+    A failed or cancelled child's error is raised (or, with `return_exceptions`, put
+    in its place), even while another is unfinished: the workflow fails fast.
+    """
+    rows = await store.child_results(parent_id, sorted({h.position for h in handles}))
+    by_key = {(r.position, r.child_index): r for r in rows}
+    results: list[Any] = []
+    unfinished = False
+    for handle in handles:
+        row = by_key.get((handle.position, handle.index))
+        if row is not None and row.status == Status.SUCCEEDED:
+            results.append(handle.definition.codec.load_result(row.output))
+        elif row is not None and row.status in (Status.FAILED, Status.CANCELLED):
+            error = _child_error(row)
+            if not return_exceptions:
+                raise error
+            results.append(error)
+        else:
+            unfinished = True
+    return None if unfinished else results
 
 
 def _child_error(row: ExecutionRow) -> BaseException:

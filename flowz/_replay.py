@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._context import DurableCall, ExecutionContext, StepHandle, step_context
-from ._engine import check_replayed, check_width, patch_decision
+from ._engine import check_replayed, check_width, children_results, patch_decision
 from ._registry import Registry
 from ._serde import dump_error, error_line, load_error
 from ._types import JSON, EntryKind, Kind, Status, json_number, json_object
-from .errors import NonDeterminismError, RunCancelledError
+from .errors import NonDeterminismError
 from .store._protocol import ExecutionRow, JournalEntry, Store
 
 __all__ = ["ReplayReport", "ReplayResult", "replay_execution"]
@@ -119,24 +119,9 @@ class _ReplayContext(ExecutionContext):
     async def _results(
         self, handles: Sequence[StepHandle[Any]], return_exceptions: bool
     ) -> list[Any]:
-        rows = await self.store.child_results(self.row.id, sorted({h.position for h in handles}))
-        by_key = {(r.position, r.child_index): r for r in rows}
-        results: list[Any] = []
-        for handle in handles:
-            row = by_key.get((handle.position, handle.index))
-            if row is None or not Status(row.status).is_terminal:
-                raise _JournalEnd  # the run was still waiting for it
-            if row.status == Status.SUCCEEDED:
-                results.append(handle.definition.codec.load_result(row.output))
-                continue
-            error: BaseException = (
-                RunCancelledError(f"child {row.name} ({row.id}) was cancelled")
-                if row.status == Status.CANCELLED
-                else load_error(row.error)
-            )
-            if not return_exceptions:
-                raise error
-            results.append(error)
+        results = await children_results(self.store, self.row.id, handles, return_exceptions)
+        if results is None:
+            raise _JournalEnd  # the run was still waiting for a child
         return results
 
     async def wait(self, handles: Sequence[StepHandle[Any]], return_exceptions: bool) -> list[Any]:
