@@ -10,7 +10,7 @@ import datetime as _dt
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from .errors import UsageError
 
@@ -101,17 +101,6 @@ class Queue:
     def limited(self) -> bool:
         """Whether a claim must count (concurrency, rate or partitions) in the database."""
         return not (self.concurrency is None and self.rate is None and self.per_partition is None)
-
-    def as_row(self) -> dict[str, Any]:
-        """The stored definition."""
-        return {
-            "name": self.name,
-            "concurrency": self.concurrency,
-            "per_worker": self.per_worker,
-            "rate_limit": None if self.rate is None else self.rate.limit,
-            "rate_period": None if self.rate is None else float(self.rate.per),
-            "per_partition": self.per_partition,
-        }
 
 
 def _defined_interactively() -> bool:
