@@ -422,14 +422,17 @@ async def _children_held(store: Store, row: ExecutionRow, lease_seconds: float) 
     """For a run waiting on children: what holds its pending ones (a queue's limit)."""
     if row.status != Status.WAITING:
         return None
-    pending = {r.queue for r in await store.list_executions(row.root_id) if r.status == "pending"}
     live = await live_workers(store, lease_seconds)
-    held = [
-        state
+    held = {
+        queue.limits.name: state
         for queue in await store.list_queues()
-        if queue.limits.name in pending and (state := queue_state(queue, live))
-    ]
-    return f"children wait: {'; '.join(held)}" if held else None
+        if (state := queue_state(queue, live))
+    }
+    if not held:  # the common case: no tree read (`flowz watch` asks at every change)
+        return None
+    pending = {r.queue for r in await store.list_executions(row.root_id) if r.status == "pending"}
+    reasons = [state for name, state in held.items() if name in pending]
+    return f"children wait: {'; '.join(reasons)}" if reasons else None
 
 
 @app.command()
