@@ -51,6 +51,7 @@ from ._runs import JournalInfo as JournalInfo
 from ._runs import RunInfo as RunInfo
 from ._runs import RunPage as RunPage
 from ._types import Status as Status
+from ._ui._serve import ui as ui
 from .errors import ConfigError as ConfigError
 from .errors import FlowzError as FlowzError
 from .errors import NonDeterminismError as NonDeterminismError
@@ -72,6 +73,7 @@ from .errors import UsageError as UsageError
 from .errors import WorkflowError as WorkflowError
 
 __all__ = [
+    "ui",
     "Client",
     "ConfigError",
     "DurableCall",

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 import os
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, UsageError
 
-__all__ = ["DEFAULT_DATABASE_URL", "Settings", "parse_duration", "redacted_url"]
+__all__ = [
+    "DEFAULT_DATABASE_URL",
+    "Settings",
+    "parse_duration",
+    "parse_moment",
+    "redacted_url",
+]
 
 DEFAULT_DATABASE_URL = "sqlite:///.flowz/flowz.db"
 
@@ -118,6 +125,23 @@ def parse_duration(text: str, what: str) -> float:
             "(30d, 12h, 1d12h)"
         )
     return float(sum(float(n) * _UNITS[unit] for n, unit in parts))
+
+
+def parse_moment(text: str | None, option: str) -> _dt.datetime | None:
+    """`1d` (that long ago) or an ISO 8601 date-time (local time unless it names a zone)."""
+    if text is None:
+        return None
+    try:
+        moment = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            return _dt.datetime.now(_dt.UTC) - _dt.timedelta(seconds=parse_duration(text, option))
+        except ConfigError:
+            raise UsageError(
+                f"{option} {text!r}: write how long ago (1d, 12h, 30m) or an ISO date-time "
+                "(2026-12-01 or 2026-12-01T08:00:00+00:00)"
+            ) from None
+    return moment if moment.tzinfo is not None else moment.astimezone()
 
 
 def redacted_url(url: str) -> str:

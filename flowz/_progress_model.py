@@ -36,6 +36,7 @@ class StepLine:
     replayed: bool = False
     output: JSON = None  #: the stored result, when read from the database
     has_output: bool = False
+    error: JSON = None  #: the stored error record of the last failed attempt
 
 
 @dataclass
@@ -75,6 +76,7 @@ class Failure:
     error_type: str  #: the short name: `ValueError`
     message: str
     attempts: int
+    traceback: str = ""  #: as the worker that ran it formatted it
 
 
 @dataclass
@@ -312,6 +314,7 @@ class ProgressModel:
                     step = StepLine(entry.name, status, entry.attempt, entry.started_at)
                     step.finished = entry.finished_at
                     step.output, step.has_output = entry.output, entry.status == "succeeded"
+                    step.error = entry.error
                     node.items[position] = step
             model.runs[row.id] = node
         model.failures = [
@@ -329,7 +332,10 @@ def _error_json(node: RunNode) -> JSON:
 
 def _failure(row: ExecutionRow) -> Failure:
     error_type, message = error_fields(row.error)
-    return Failure(row.id, row.name, row.child_index, row.input, error_type, message, row.attempt)
+    trace = str(row.error.get("traceback") or "") if isinstance(row.error, dict) else ""
+    return Failure(
+        row.id, row.name, row.child_index, row.input, error_type, message, row.attempt, trace
+    )
 
 
 def _gather_from_rows(entry: JournalEntry, children: list[ExecutionRow]) -> GatherLine:

@@ -137,6 +137,12 @@ class Schedule:
             ) from None
         self.ticks(_dt.datetime.now(_dt.UTC))  # an invalid expression fails here, at once
 
+    def next_tick(self, last_tick: float | None) -> _dt.datetime:
+        """The next tick after now and after `last_tick` (epoch seconds), if it was handled."""
+        now = _dt.datetime.now(_dt.UTC)
+        after = now if last_tick is None else _dt.datetime.fromtimestamp(last_tick, _dt.UTC)
+        return next(self.ticks(max(after, now)))
+
     def ticks(self, after: _dt.datetime) -> Iterator[_dt.datetime]:
         """The ticks strictly after `after`, in the schedule's time zone, in order."""
         from zoneinfo import ZoneInfo

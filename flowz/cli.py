@@ -19,7 +19,7 @@ import typer
 
 from . import __version__
 from ._client import Client, follow_stream
-from ._config import Settings, parse_duration, redacted_url
+from ._config import Settings, parse_duration, parse_moment, redacted_url
 from ._decorators import WorkflowFunction
 from ._progress_model import ProgressModel
 from ._queues import Schedule
@@ -138,23 +138,6 @@ def _with_client(settings: Settings, use: Callable[[Client], Awaitable[T]]) -> T
             return await use(client)
 
     return anyio.run(main)
-
-
-def _moment(text: str | None, option: str) -> dt.datetime | None:
-    """`1d` (that long ago) or an ISO 8601 date-time (local time unless it names a zone)."""
-    if text is None:
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
-        try:
-            return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=parse_duration(text, option))
-        except ConfigError:
-            raise UsageError(
-                f"{option} {text!r}: write how long ago (1d, 12h, 30m) or an ISO date-time "
-                "(2026-12-01 or 2026-12-01T08:00:00+00:00)"
-            ) from None
-    return moment if moment.tzinfo is not None else moment.astimezone()
 
 
 def load_module(spec: str) -> str:
@@ -499,8 +482,8 @@ def list_runs(
         lambda client: client.list_runs(
             status=statuses,
             name=name,
-            since=_moment(since, "--since"),
-            until=_moment(until, "--until"),
+            since=parse_moment(since, "--since"),
+            until=parse_moment(until, "--until"),
             parent=parent,
             limit=limit,
             cursor=cursor,
@@ -722,6 +705,42 @@ def retry(run_id: RunId, db: DbOption = None) -> None:
 
 
 @app.command()
+def ui(
+    db: DbOption = None,
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; beyond this machine it needs --token.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8700,
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="Hide cancel, retry, fork, send and pause.")
+    ] = False,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FLOWZ_UI_TOKEN",
+            help="A secret every request must carry (?token= once, or a Bearer header).",
+        ),
+    ] = None,
+) -> None:
+    """Serve the live web dashboard: runs, a run's tree, workers, queues and schedules.
+
+    Example: flowz ui --db postgresql://localhost/app   (then open http://127.0.0.1:8700)
+    """
+    from ._ui._serve import check_binding, require_ui_extra, serve_ui
+
+    require_ui_extra()
+    check_binding(host, token)
+    settings = _settings(db)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    typer.echo(
+        f"flowz ui: http://{shown}:{port}  ({redacted_url(settings.database_url)}"
+        f"{', read-only' if read_only else ''}); Ctrl-C stops it",
+        err=True,
+    )
+    serve_ui(settings, host=host, port=port, read_only=read_only, token=token)
+
+
+@app.command()
 def info(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Say which database the commands use, its schema, and the live workers."""
     from .store._sql import SCHEMA_VERSION
@@ -795,7 +814,7 @@ def replay(
     report = _with_client(
         _settings(db),
         lambda client: replay_runs(
-            client, runs=run or (), name=name, since=_moment(since, "--since"), limit=limit
+            client, runs=run or (), name=name, since=parse_moment(since, "--since"), limit=limit
         ),
     )
     if as_json:
@@ -875,11 +894,9 @@ def schedules(ctx: typer.Context, db: DbOption = None, as_json: JsonOption = Fal
         return
     rows = _with_store(_settings(db), lambda store: store.list_schedules())
     listed = []
-    now = dt.datetime.now(dt.UTC)
     for row in rows:
-        after = now if row.last_tick is None else dt.datetime.fromtimestamp(row.last_tick, dt.UTC)
         schedule = Schedule(row.cron, row.timezone, row.catch_up)  # type: ignore[arg-type]
-        upcoming = next(schedule.ticks(max(after, now)))
+        upcoming = schedule.next_tick(row.last_tick)
         listed.append(
             {
                 "name": row.name,

@@ -29,7 +29,10 @@ ORDER = [
     # runtime
     "_waiting", "_worker", "_client", "_messages", "_runner",
     # face
-    "_decorators", "testing", "cli", "__main__",
+    "_decorators", "testing",
+    # the dashboard (the ui extra), then the command line that serves it
+    "_ui._pages", "_ui._live", "_ui._app", "_ui._serve", "_ui",
+    "cli", "__main__",
 ]  # fmt: skip
 RANK = {name: rank for rank, name in enumerate(ORDER)}
 # Third-party packages and the flowz modules that alone may import them.
@@ -42,6 +45,9 @@ OWNERS = {
     "psycopg_pool": {"store._pg_connection"},
     "rich": {"progress"},
     "typer": {"cli"},
+    "starlette": {"_ui._app"},
+    "uvicorn": {"_ui._serve"},
+    "jinja2": {"_ui._pages"},
 }
 # What `import flowz` must not load (style.md: heavy libraries load when first used).
 HEAVY = ("sqlalchemy", "sqlmodel", "psycopg", "rich", "typer", "pydantic.main", "asyncio")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import anyio
 import pytest
@@ -512,6 +513,38 @@ async def test_list_runs_of_a_parent_lists_its_children(store: Store) -> None:
     children = await store.list_runs(RunQuery(parent="r1"))
     assert sorted(r.id for r in children) == ["r1/0/0", "r1/0/1", "r1/0/2"]
     assert [r.id for r in await store.list_runs(RunQuery())] == ["r1"]
+
+
+async def test_count_runs_counts_each_status_with_the_filters_of_list_runs(store: Store) -> None:
+    for i in range(4):
+        await store.create_run(run_factory(f"r{i}", name="wf" if i else "other"))
+    fence = await claim_one(store)
+    await store.finish(fence, "failed", None, {"type": "x:E", "message": "m"})
+    assert await store.count_runs(RunQuery()) == {"pending": 3, "failed": 1}
+    assert await store.count_runs(RunQuery(name="other")) == {"pending": 1}
+    # Its statuses and its page are not filters of the counts.
+    assert await store.count_runs(RunQuery(statuses=("failed",), limit=1)) == {
+        "pending": 3,
+        "failed": 1,
+    }
+    rows = await store.list_runs(RunQuery())
+    newest = await store.count_runs(RunQuery(since=rows[1].created_at))
+    assert newest == dict(Counter(r.status for r in rows[:2]))
+
+
+async def test_count_runs_of_a_parent_counts_its_children(store: Store) -> None:
+    await suspended_parent(store, 3)
+    assert await store.count_runs(RunQuery(parent="r1")) == {"pending": 3}
+    assert await store.count_runs(RunQuery()) == {"waiting": 1}
+
+
+async def test_running_by_worker_counts_the_leases_each_worker_holds(store: Store) -> None:
+    for i in range(3):
+        await store.create_run(run_factory(f"r{i}"))
+    assert await store.running_by_worker() == {}
+    await store.claim("w1", NAMES, "default", 2, 30)
+    await store.claim("w2", NAMES, "default", 5, 30)
+    assert await store.running_by_worker() == {"w1": 2, "w2": 1}
 
 
 async def ended_run_with_children(store: Store) -> Fence:

@@ -49,6 +49,7 @@ from ._sql import (
     QUEUES_DEFINED,
     QUEUES_IN_USE,
     RATE_INSERT,
+    RUNNING_BY_WORKER,
     SCHEDULE_COLUMNS,
     SCHEDULE_UPSERT,
     STREAM_APPEND,
@@ -74,6 +75,7 @@ from ._sql import (
     rate_wait,
     receive_entry,
     receive_outcome,
+    run_counts_sql,
     run_query_sql,
     worker_row,
 )
@@ -257,6 +259,14 @@ class PostgresStore:
     async def list_runs(self, query: RunQuery) -> list[ExecutionRow]:
         sql, params = run_query_sql(query, "%s")
         return [execution_row(r) for r in await self.db.select(sql, params)]
+
+    async def count_runs(self, query: RunQuery) -> dict[str, int]:
+        sql, params = run_counts_sql(query, "%s")
+        return {str(status): int(n) for status, n in await self.db.select(sql, params)}
+
+    async def running_by_worker(self) -> dict[str, int]:
+        rows = await self.db.select(RUNNING_BY_WORKER, ())
+        return {str(owner): int(n) for owner, n in rows}
 
     @retried
     async def fork_run(

@@ -261,6 +261,14 @@ class Store(Protocol):
         so a page costs the same over a hundred runs or a million.
         """
 
+    async def count_runs(self, query: RunQuery) -> dict[str, int]:
+        """How many runs match `query` per status (its statuses, cursor and limit ignored)."""
+        ...
+
+    async def running_by_worker(self) -> dict[str, int]:
+        """How many executions each worker holds a lease on now, by worker id."""
+        ...
+
     async def fork_run(
         self, source_id: str, new_id: str, at: int, rerun: Sequence[str]
     ) -> ExecutionRow:

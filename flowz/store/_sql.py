@@ -48,6 +48,8 @@ __all__ = [
     "check_schema_version",
     "dumps_or_none",
     "CLAIMED",
+    "RUNNING_BY_WORKER",
+    "run_counts_sql",
     "QUEUES_DEFINED",
     "QUEUES_IN_USE",
     "QUEUE_COLUMNS",
@@ -185,6 +187,11 @@ CLAIMED = (
     "status = 'running', claim_token = {p}, lease_owner = {p}, lease_expires_at = {p}, "
     "updated_at = {p}, started_at = coalesce(started_at, {p}), "
     "attempt = CASE WHEN attempt = 0 THEN 1 ELSE attempt END"
+)
+#: How many executions each worker runs now (its id, the count).
+RUNNING_BY_WORKER = (
+    "SELECT lease_owner, count(*) FROM flowz_executions WHERE status = 'running' "
+    "AND lease_owner IS NOT NULL GROUP BY lease_owner"
 )
 #: The stored queue definitions, as QUEUE_COLUMNS.
 QUEUES_DEFINED = f"SELECT {QUEUE_COLUMNS} FROM flowz_queues"
@@ -381,21 +388,12 @@ def run_query_sql(query: RunQuery, mark: str, *, hint: bool = False) -> tuple[st
     the page is read from an index, never sorted from a scan. `hint`: name that
     index (SQLite's INDEXED BY: without statistics its planner may pick another).
     """
-    where = ["parent_id IS NULL"] if query.parent is None else [f"parent_id = {mark}"]
-    params: list[Any] = [] if query.parent is None else [query.parent]
+    where, params = _run_filter(query, mark)
     if len(query.statuses) == 1:
         where.append(f"status = {mark}")
     elif query.statuses:
         where.append(f"status IN ({', '.join([mark] * len(query.statuses))})")
     params.extend(query.statuses)
-    for clause, value in (
-        (f"name = {mark}", query.name),
-        (f"created_at >= {mark}", query.since),
-        (f"created_at < {mark}", query.until),
-    ):
-        if value is not None:
-            where.append(clause)
-            params.append(value)
     if query.after is not None:
         where.append(f"(created_at, id) < ({mark}, {mark})")
         params.extend(query.after)
@@ -416,6 +414,45 @@ def run_query_sql(query: RunQuery, mark: str, *, hint: bool = False) -> tuple[st
         f"ORDER BY created_at DESC, id DESC LIMIT {mark}",
         params,
     )
+
+
+def run_counts_sql(query: RunQuery, mark: str, *, hint: bool = False) -> tuple[str, list[Any]]:
+    """How many runs of each status match `query`'s other filters (its statuses, page ignored).
+
+    Top-level runs are counted from _runs_status (status, created_at, id), which covers
+    the count without a table read; with a name, from _runs_name; children from the
+    parent index (bounded by the parent's fan-out).
+    """
+    where, params = _run_filter(query, mark)
+    index = ""
+    if hint:
+        index = " INDEXED BY ix_flowz_executions_" + (
+            "parent"
+            if query.parent is not None
+            else "runs_name"
+            if query.name is not None
+            else "runs_status"
+        )
+    return (
+        f"SELECT status, count(*) FROM flowz_executions{index} WHERE {' AND '.join(where)} "
+        "GROUP BY status",
+        params,
+    )
+
+
+def _run_filter(query: RunQuery, mark: str) -> tuple[list[str], list[Any]]:
+    """The WHERE terms (and parameters) of a run query but its statuses and its page."""
+    where = ["parent_id IS NULL"] if query.parent is None else [f"parent_id = {mark}"]
+    params: list[Any] = [] if query.parent is None else [query.parent]
+    for clause, value in (
+        (f"name = {mark}", query.name),
+        (f"created_at >= {mark}", query.since),
+        (f"created_at < {mark}", query.until),
+    ):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    return where, params
 
 
 def prunable_sql(statuses: Sequence[str], mark: str, select: str, *, hint: bool = False) -> str:

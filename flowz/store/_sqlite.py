@@ -59,6 +59,7 @@ from ._sql import (
     QUEUES_DEFINED,
     QUEUES_IN_USE,
     RATE_INSERT,
+    RUNNING_BY_WORKER,
     SCHEDULE_COLUMNS,
     SCHEDULE_UPSERT,
     STREAM_APPEND,
@@ -85,6 +86,7 @@ from ._sql import (
     rate_wait,
     receive_entry,
     receive_outcome,
+    run_counts_sql,
     run_query_sql,
     worker_row,
 )
@@ -338,6 +340,14 @@ class SqliteStore:
     async def list_runs(self, query: RunQuery) -> list[ExecutionRow]:
         sql, params = run_query_sql(query, "?", hint=True)
         return [execution_row(r) for r in self._read(sql, params)]
+
+    async def count_runs(self, query: RunQuery) -> dict[str, int]:
+        sql, params = run_counts_sql(query, "?", hint=True)
+        return {str(status): int(n) for status, n in self._read(sql, params)}
+
+    async def running_by_worker(self) -> dict[str, int]:
+        rows = self._read(RUNNING_BY_WORKER)
+        return {str(owner): int(n) for owner, n in rows}
 
     async def fork_run(
         self, source_id: str, new_id: str, at: int, rerun: Sequence[str]
