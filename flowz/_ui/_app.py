@@ -53,6 +53,7 @@ class Dashboard:
             "read_only": self.read_only,
             "csrf": self.csrf,
             "live_url": None,
+            "section": "",
             "notice": request.query_params.get("notice"),
             **values,
         }
@@ -93,8 +94,9 @@ def create_app(
     @page
     async def runs(request: Request) -> Response:
         filters = _pages.RunsFilter.from_query(request.query_params)
+        version = str(board.hub.version)  # before the reads: a later change is sent
         fragments = await _pages.runs_fragments(board.client, filters)
-        live = None if filters.cursor else f"/live/runs?{filters.query()}"
+        live = None if filters.cursor else f"/live/runs?{filters.query(v=version)}"
         return _html(
             "runs.html",
             board.context(
@@ -117,9 +119,10 @@ def create_app(
     @page
     async def run(request: Request) -> Response:
         run_id = request.path_params["run_id"]
+        version = board.hub.version
         view = await _pages.load_run(board.client, run_id, board.settings.lease_seconds)
         fragments = _pages.run_fragments(view, read_only=board.read_only, csrf=board.csrf)
-        live = f"/live/run/{quote(run_id, safe='')}"
+        live = f"/live/run/{quote(run_id, safe='')}?v={version}"
         return _html(
             "run.html",
             board.context(
@@ -150,6 +153,7 @@ def create_app(
 
     @page
     async def workers(request: Request) -> Response:
+        version = board.hub.version
         fragment = await _pages.workers_fragment(board.client, board.settings.lease_seconds)
         return _html(
             "workers.html",
@@ -157,7 +161,7 @@ def create_app(
                 request,
                 section="workers",
                 fragments={"workers": fragment},
-                live_url="/live/workers",
+                live_url=f"/live/workers?v={version}",
             ),
         )
 
@@ -172,13 +176,14 @@ def create_app(
 
     @page
     async def queues(request: Request) -> Response:
+        version = board.hub.version
         return _html(
             "queues.html",
             board.context(
                 request,
                 section="queues",
                 fragments=await queues_fragments(),
-                live_url="/live/queues",
+                live_url=f"/live/queues?v={version}",
             ),
         )
 
@@ -211,8 +216,9 @@ def create_app(
             renderer, key = queues_fragments, what
         else:
             return Response("no such live page", 404)
+        shown = request.query_params.get("v", "")
         return StreamingResponse(
-            board.hub.follow(key, renderer),
+            board.hub.follow(key, renderer, int(shown) if shown.isdigit() else None),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
@@ -240,7 +246,7 @@ def create_app(
 
     static = StaticFiles(directory=str(files("flowz._ui").joinpath("static")))
     middleware = [] if token is None else [Middleware(_TokenGate, token=token)]
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", home),
             Route("/runs", runs),
@@ -256,6 +262,8 @@ def create_app(
         middleware=middleware,
         lifespan=lifespan,
     )
+    app.state.dashboard = board
+    return app
 
 
 async def _act(board: Dashboard, action: str, fields: dict[str, str]) -> tuple[str, str]:

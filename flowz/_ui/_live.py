@@ -33,6 +33,7 @@ class LiveHub:
         self.version = 0
         self.watchers = 0
         self._changed = anyio.Event()
+        self._closing = anyio.Event()
         self._cache: dict[str, tuple[int, dict[str, str] | BaseException]] = {}
         self._locks: dict[str, anyio.Lock] = {}
 
@@ -64,14 +65,28 @@ class LiveHub:
             raise cached[1]
         return cached[1]
 
-    async def follow(self, key: str, renderer: Renderer) -> AsyncIterator[bytes]:
-        """Server-sent events: each fragment of `key`'s page when it changes."""
+    def close(self) -> None:
+        """End every stream (the server is stopping: browsers reconnect to the next one)."""
+        self._closing.set()
+        self._changed.set()
+
+    async def follow(
+        self, key: str, renderer: Renderer, shown: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Server-sent events: each fragment of `key`'s page when it changes.
+
+        `shown`: the version the page was rendered at; while it is current, the page
+        is up to date and nothing is sent.
+        """
         self.watchers += 1
         sent: dict[str, str] = {}
         quiet_since = time.monotonic()
         try:
             yield b"retry: 2000\n\n"
-            while True:
+            if shown == self.version:
+                with anyio.move_on_after(self.refresh * 2):
+                    await self._changed.wait()
+            while not self._closing.is_set():
                 changed = self._changed
                 try:
                     fragments = await self._render(key, renderer)

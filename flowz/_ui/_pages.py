@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
+from urllib.parse import urlencode
 
 import jinja2
 
@@ -129,8 +130,6 @@ class RunsFilter:
     def query(self, **changes: str) -> str:
         """This filter as a query string, with `changes`; empty values left out."""
         values = {k: getattr(self, k) for k in self.__dataclass_fields__} | changes
-        from urllib.parse import urlencode
-
         return urlencode({k: v for k, v in values.items() if v})
 
 

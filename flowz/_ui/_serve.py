@@ -52,10 +52,27 @@ def _config(settings: Settings, host: str, port: int, read_only: bool, token: st
 
     check_binding(host, token)
     app = create_app(settings, read_only=read_only, token=token)
-    # Open live pages would hold a graceful shutdown for ever: give them a second.
     return uvicorn.Config(
-        app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=1
+        app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5
     )
+
+
+def _server(config: Any) -> Any:
+    """A uvicorn server that ends the live streams first when it stops.
+
+    Open pages hold their event streams; a graceful shutdown waits for every
+    connection, so the streams end first (browsers reconnect to the next server).
+    """
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            board = config.app.state.dashboard
+            if hasattr(board, "hub"):
+                board.hub.close()
+            await super().shutdown(sockets)
+
+    return Server(config)
 
 
 def serve_ui(
@@ -68,9 +85,7 @@ def serve_ui(
 ) -> None:
     """Serve the dashboard until interrupted (Ctrl-C)."""
     require_ui_extra()
-    import uvicorn
-
-    uvicorn.Server(_config(settings, host, port, read_only, token)).run()
+    _server(_config(settings, host, port, read_only, token)).run()
 
 
 @dataclass
@@ -118,13 +133,11 @@ def start_in_background(
     settings: Settings, *, host: str = "127.0.0.1", port: int = 0, read_only: bool = False
 ) -> DashboardServer:
     """Start serving from a daemon thread; return once it accepts connections."""
-    import uvicorn
-
     if port == 0:  # a free port, chosen here so the URL is known before it serves
         with socket.socket() as probe:
             probe.bind((host, 0))
             port = probe.getsockname()[1]
-    server = uvicorn.Server(_config(settings, host, port, read_only, None))
+    server = _server(_config(settings, host, port, read_only, None))
     thread = threading.Thread(target=server.run, name="flowz-ui", daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
@@ -173,6 +186,7 @@ def require_ui_extra() -> None:
     """ConfigError naming the extra when the dashboard's libraries are missing."""
     from importlib.util import find_spec
 
-    missing = [name for name in ("starlette", "uvicorn", "jinja2") if find_spec(name) is None]
+    needed = ("starlette", "uvicorn", "jinja2", "python_multipart")
+    missing = [name for name in needed if find_spec(name) is None]
     if missing:
         raise ConfigError(f"the dashboard needs {', '.join(missing)}: pip install 'flowz[ui]'")

@@ -35,6 +35,8 @@
     });
   });
   source.addEventListener("gone", function () { source.close(); });
+  // Browsers allow six connections per server: leave none open behind.
+  window.addEventListener("pagehide", function () { source.close(); });
 
   function detailsKey(details, index) {
     const summary = details.querySelector("summary");
