@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
-import logging
 import math
 import time
 import uuid
@@ -24,6 +23,7 @@ import anyio.lowlevel
 from ._config import Settings
 from ._context import DurableFunction, check_run_arguments, check_workflow
 from ._events import EventBus
+from ._logging import get_logger
 from ._progress_model import ProgressModel
 from ._registry import Definition, Registry
 from ._runs import (
@@ -57,7 +57,7 @@ __all__ = ["Client", "RunHandle", "follow_stream"]
 P = ParamSpec("P")
 R = TypeVar("R")
 
-log = logging.getLogger("flowz.client")
+log = get_logger("flowz.client")
 # How long a run may wait for its first worker before result() says why it waits.
 _EXPLAIN_AFTER_SECONDS = 5.0
 #: The most runs one list_runs page holds.

@@ -30,6 +30,7 @@ from ._events import (
     StepRetried,
     StepStarted,
 )
+from ._logging import in_step
 from ._registry import Definition, StepOptions, same_function
 from ._serde import dump_error, load_error
 from ._types import JSON, EntryKind, Kind, Status, json_number, json_object
@@ -271,7 +272,9 @@ class _Attempt(ExecutionContext):
                 StepStarted(self.row.id, position, definition.name, attempt, time.time())
             )
             try:
-                output = codec.dump_result(await _invoke(definition, call.args, call.kwargs, ctx))
+                with in_step(definition.name):
+                    result = await _invoke(definition, call.args, call.kwargs, ctx)
+                output = codec.dump_result(result)
             except Exception as exc:
                 if not _retryable(options, exc, attempt):
                     self.bus.publish(

@@ -6,11 +6,11 @@ and detached: an observer can never hurt a run.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+from ._logging import get_logger
 from ._types import JSON
 
 __all__ = [
@@ -28,7 +28,7 @@ __all__ = [
     "StepStarted",
 ]
 
-log = logging.getLogger("flowz.events")
+log = get_logger("flowz.events")
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import logging
 import math
 import os
 import socket
@@ -19,10 +18,12 @@ from anyio.abc import TaskGroup
 from ._config import Settings
 from ._engine import execute
 from ._events import EventBus
+from ._logging import get_logger, log_context
 from ._queues import DEFAULT_QUEUE, Queue, Schedule
 from ._registry import Definition, Registry
 from ._serde import dump_error
-from ._types import TERMINAL_STATUSES
+from ._types import TERMINAL_STATUSES, Kind
+from ._waiting import live_workers
 from .errors import StoreError, StoreNotWritableError
 from .store._protocol import (
     Claim,
@@ -36,7 +37,7 @@ from .store._protocol import (
 
 __all__ = ["PRUNE_BATCH", "Worker", "queue_limits", "serve"]
 
-log = logging.getLogger("flowz.worker")
+log = get_logger("flowz.worker")
 
 _CLAIM_BATCH = 100
 # How often a worker looks for workers of its host whose process is gone.
@@ -47,6 +48,10 @@ _CLAIM_GATHER_SECONDS = 0.01
 PRUNE_BATCH = 100
 #: With FLOWZ_RETENTION, how often a worker looks for runs to delete when none were left.
 _PRUNE_SECONDS = 60.0
+#: How often a worker looks for pending work no live worker knows, and how much it names.
+_UNKNOWN_SECONDS = 60.0
+_UNKNOWN_SHOWN = 20
+_UNKNOWN_REMEMBERED = 10_000
 
 
 #: A tick handled at most this late was not missed (catch_up="none"): workers look for due
@@ -130,6 +135,8 @@ class Worker:
         self._reaped_at = -math.inf
         self._registered: list[str] = []
         self._prune_at = -math.inf
+        self._unknown_at = -math.inf
+        self._warned: set[str] = set()
         # Running executions per queue, for per_worker limits.
         self._by_queue: dict[str, int] = {}
         self._next_tick = -math.inf
@@ -224,6 +231,14 @@ class Worker:
                 with anyio.move_on_after(self.settings.shutdown_grace_seconds):
                     while self._running > 0:
                         await self._slot_freed.wait()
+                if self._running and not self.embedded:
+                    log.info(
+                        "flowz worker %s: %d execution(s) still running after %.0f s: put back "
+                        "as pending, another worker resumes them from their journal",
+                        self.id,
+                        self._running,
+                        self.settings.shutdown_grace_seconds,
+                    )
                 tg.cancel_scope.cancel()
         finally:
             self._stopping = False
@@ -393,6 +408,12 @@ class Worker:
         )
 
     async def _run_one(self, claim: Claim) -> None:
+        row = claim.execution
+        step = row.name if row.kind == Kind.STEP else None
+        with log_context(row.root_id, row.id, step):
+            await self._run_claimed(claim)
+
+    async def _run_claimed(self, claim: Claim) -> None:
         scope = anyio.CancelScope()
         self._scopes[claim.execution.id] = (claim.fence.token, scope)
         try:
@@ -490,6 +511,7 @@ class Worker:
                 self._stop(running, set(running) - held)
                 await self.reap()
                 await self._prune()
+                await self._warn_unknown()
             except Exception:
                 log.exception("flowz worker %s: heartbeat failed; retrying", self.id)
 
@@ -506,6 +528,32 @@ class Worker:
         if deleted:
             log.info("flowz worker %s deleted %d run(s) past FLOWZ_RETENTION", self.id, deleted)
         self._prune_at = -math.inf if deleted == PRUNE_BATCH else time.monotonic() + _PRUNE_SECONDS
+
+    async def _warn_unknown(self) -> None:
+        """Say which runs wait for a function no live worker knows.
+
+        It looks every two leases (a minute at most). Each such execution is logged once per worker, after it waited a lease.
+        """
+        if self.embedded or time.monotonic() < self._unknown_at:
+            return
+        lease = self.settings.lease_seconds
+        self._unknown_at = time.monotonic() + min(_UNKNOWN_SECONDS, 2 * lease)
+        known = sorted({n for w in await live_workers(self.store, lease) for n in w.names})
+        waiting = await self.store.pending_unknown(known, time.time() - lease, _UNKNOWN_SHOWN)
+        if len(self._warned) > _UNKNOWN_REMEMBERED:
+            self._warned.clear()
+        for row in waiting:
+            if row.id in self._warned:
+                continue
+            self._warned.add(row.id)
+            with log_context(row.root_id, row.id):
+                log.warning(
+                    "%s has been pending for %.0f s and no live worker knows %s: start a "
+                    "worker that imports its module (flowz worker MODULE)",
+                    row.id,
+                    time.time() - row.created_at,
+                    row.name,
+                )
 
     async def _stop_lost(self) -> None:
         """Stop running what this worker no longer holds (a cancel takes effect in ~1 s)."""
@@ -529,7 +577,12 @@ class Worker:
         reaped = await self.store.reap(dead)
         self._reaped_at = time.monotonic()
         if reaped:
-            log.info("flowz worker %s re-queued %d execution(s) of dead workers", self.id, reaped)
+            log.info(
+                "flowz worker %s put back %d execution(s) as pending: their lease expired%s",
+                self.id,
+                reaped,
+                f" or their worker died ({', '.join(dead)})" if dead else "",
+            )
         return reaped
 
     async def _dead_neighbours(self) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import json
-import logging
 import sys
 import time
 import uuid
@@ -21,6 +20,7 @@ from . import __version__
 from ._client import Client, follow_stream
 from ._config import Settings, parse_duration, parse_moment, redacted_url
 from ._decorators import WorkflowFunction
+from ._logging import configure as configure_logging
 from ._progress_model import ProgressModel
 from ._queues import Schedule
 from ._registry import Registry, default_registry
@@ -350,12 +350,19 @@ def worker(
             help="MODULE:ATTR of a flowz.Registry to serve instead of the default one.",
         ),
     ] = None,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            envvar="FLOWZ_LOG_FORMAT",
+            help="text, or json: one object per line with run_id, execution_id and step.",
+        ),
+    ] = "text",
 ) -> None:
     """Run workflows and steps from MODULES until SIGINT or SIGTERM.
 
     Example: FLOWZ_DATABASE_URL=postgresql://host/db flowz worker pipeline
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging(log_format)
     for module in modules:
         load_module(module)
     served = default_registry() if registry is None else _load_registry(registry)

@@ -547,6 +547,17 @@ async def test_running_by_worker_counts_the_leases_each_worker_holds(store: Stor
     assert await store.running_by_worker() == {"w1": 2, "w2": 1}
 
 
+async def test_pending_unknown_names_due_work_no_known_function_takes(store: Store) -> None:
+    await store.create_run(run_factory("known", name="wf"))
+    await store.create_run(run_factory("lost", name="gone:fn"))
+    await store.create_run(run_factory("later", name="gone:fn", run_at=time.time() + 3600))
+    future = time.time() + 60
+    assert [r.id for r in await store.pending_unknown(["wf"], future, 10)] == ["lost"]
+    assert [r.id for r in await store.pending_unknown([], future, 10)] == ["known", "lost"]
+    assert await store.pending_unknown(["wf"], time.time() - 60, 10) == []  # too recent
+    assert len(await store.pending_unknown([], future, 1)) == 1
+
+
 async def ended_run_with_children(store: Store) -> Fence:
     """r1 scheduled 3 children at 0, then 1 succeeded, 1 failed, and r1 failed (0/2 cancelled)."""
     fence = await suspended_parent(store, 3)

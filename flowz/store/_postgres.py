@@ -68,6 +68,7 @@ from ._sql import (
     journal_params,
     limited_candidates_sql,
     new_execution_params,
+    pending_unknown_sql,
     prunable_sql,
     prune_statements,
     queue_counts_sql,
@@ -263,6 +264,13 @@ class PostgresStore:
     async def count_runs(self, query: RunQuery) -> dict[str, int]:
         sql, params = run_counts_sql(query, "%s")
         return {str(status): int(n) for status, n in await self.db.select(sql, params)}
+
+    async def pending_unknown(
+        self, known: Sequence[str], before: float, limit: int
+    ) -> list[ExecutionRow]:
+        sql = pending_unknown_sql(len(known), "%s", _NOW)
+        params = [*known, before, limit]
+        return [execution_row(r) for r in await self.db.select(sql, params)]
 
     async def running_by_worker(self) -> dict[str, int]:
         rows = await self.db.select(RUNNING_BY_WORKER, ())

@@ -265,6 +265,12 @@ class Store(Protocol):
         """How many runs match `query` per status (its statuses, cursor and limit ignored)."""
         ...
 
+    async def pending_unknown(
+        self, known: Sequence[str], before: float, limit: int
+    ) -> list[ExecutionRow]:
+        """Due pending executions created before `before` whose name is not in `known`."""
+        ...
+
     async def running_by_worker(self) -> dict[str, int]:
         """How many executions each worker holds a lease on now, by worker id."""
         ...

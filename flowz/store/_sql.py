@@ -50,6 +50,7 @@ __all__ = [
     "CLAIMED",
     "RUNNING_BY_WORKER",
     "run_counts_sql",
+    "pending_unknown_sql",
     "QUEUES_DEFINED",
     "QUEUES_IN_USE",
     "QUEUE_COLUMNS",
@@ -437,6 +438,19 @@ def run_counts_sql(query: RunQuery, mark: str, *, hint: bool = False) -> tuple[s
         f"SELECT status, count(*) FROM flowz_executions{index} WHERE {' AND '.join(where)} "
         "GROUP BY status",
         params,
+    )
+
+
+def pending_unknown_sql(known: int, mark: str, now: str) -> str:
+    """Due pending executions, oldest first, whose name is none of `known` parameters.
+
+    Params: `known` names, the creation cutoff, the limit. Read through the claim
+    index (pending only): bounded by the backlog, and run once a minute.
+    """
+    unknown = f" AND name NOT IN ({', '.join([mark] * known)})" if known else ""
+    return (
+        f"SELECT {EXECUTION_COLUMNS} FROM flowz_executions WHERE status = 'pending' "
+        f"AND run_at <= {now}{unknown} AND created_at < {mark} ORDER BY created_at LIMIT {mark}"
     )
 
 

@@ -79,6 +79,7 @@ from ._sql import (
     journal_params,
     limited_candidates_sql,
     new_execution_params,
+    pending_unknown_sql,
     prunable_sql,
     prune_statements,
     queue_counts_sql,
@@ -344,6 +345,13 @@ class SqliteStore:
     async def count_runs(self, query: RunQuery) -> dict[str, int]:
         sql, params = run_counts_sql(query, "?", hint=True)
         return {str(status): int(n) for status, n in self._read(sql, params)}
+
+    async def pending_unknown(
+        self, known: Sequence[str], before: float, limit: int
+    ) -> list[ExecutionRow]:
+        sql = pending_unknown_sql(len(known), "?", "?")
+        params = [self.clock.now(), *known, before, limit]
+        return [execution_row(r) for r in self._read(sql, params)]
 
     async def running_by_worker(self) -> dict[str, int]:
         rows = self._read(RUNNING_BY_WORKER)
