@@ -233,7 +233,7 @@ class Worker:
                         await self._slot_freed.wait()
                 if self._running and not self.embedded:
                     log.info(
-                        "flowz worker %s: %d execution(s) still running after %.0f s: put back "
+                        "flowz worker %s: %d execution(s) still running after %g s: put back "
                         "as pending, another worker resumes them from their journal",
                         self.id,
                         self._running,
@@ -532,7 +532,8 @@ class Worker:
     async def _warn_unknown(self) -> None:
         """Say which runs wait for a function no live worker knows.
 
-        It looks every two leases (a minute at most). Each such execution is logged once per worker, after it waited a lease.
+        It looks every two leases (a minute at most). Each such execution is logged
+        once per worker, after it waited a lease.
         """
         if self.embedded or time.monotonic() < self._unknown_at:
             return
@@ -617,7 +618,7 @@ async def serve(store: Store, registry: Registry, settings: Settings) -> None:
                         tg.cancel_scope.cancel()
                         return
                     log.info(
-                        "%s: finishing running work (up to %.0f s), then stopping",
+                        "%s: finishing running work (up to %g s), then stopping",
                         signal.Signals(signum).name,
                         settings.shutdown_grace_seconds,
                     )
