@@ -36,6 +36,7 @@ from ._runs import (
     run_info,
 )
 from ._serde import abbreviated, error_line, json_value, load_error
+from ._tracing import caller_context
 from ._types import EntryKind, Kind, Status, json_number, json_object
 from ._waiting import why_waiting
 from ._worker import PRUNE_BATCH, Worker, queue_limits
@@ -429,6 +430,7 @@ class Client:
                 priority=wf.run_options.priority,
                 deadline=min(deadlines, default=None),
                 partition_key=wf.run_options.partition,
+                trace_context=caller_context(),
             )
         )
         if not created and (row.name != wf.name or row.parent_id is not None):

@@ -16,6 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 import anyio.to_thread
 
+from . import _tracing as tracing
 from ._context import DurableCall, ExecutionContext, StepContext, StepHandle, step_context
 from ._events import (
     ChildFinished,
@@ -272,7 +273,10 @@ class _Attempt(ExecutionContext):
                 StepStarted(self.row.id, position, definition.name, attempt, time.time())
             )
             try:
-                with in_step(definition.name):
+                with (
+                    in_step(definition.name),
+                    tracing.step_span(self.row, definition.name, position, attempt),
+                ):
                     result = await _invoke(definition, call.args, call.kwargs, ctx)
                 output = codec.dump_result(result)
             except Exception as exc:
@@ -332,6 +336,7 @@ class _Attempt(ExecutionContext):
         # Serialise every argument now, so a bad one fails at the call site.
         inputs = [c.definition.codec.dump_args(c.args, c.kwargs) for c in calls]
         partitions = [self._partition(c) for c in calls]
+        trace_context = tracing.gather_context(self.row, name, position, len(calls))
         self._entries.append(
             JournalEntry(
                 position,
@@ -357,6 +362,7 @@ class _Attempt(ExecutionContext):
                 priority=self.row.priority,
                 deadline=self._child_deadline(c.definition),
                 partition_key=partitions[i],
+                trace_context=trace_context,
             )
             for i, c in enumerate(calls)
         )
@@ -665,13 +671,14 @@ async def execute(
     """
     row = claim.execution
     bus = bus or EventBus()
-    if definition is None:  # claims filter by name; this guards a registry that changed
-        error = UnknownWorkflowError(f"{row.name!r} is not registered in this worker")
-        await _finish(store, bus, claim, None, error)
-    elif definition.kind is Kind.STEP:
-        await _execute_step(store, definition, claim, bus)
-    else:
-        await _execute_workflow(store, definition, claim, bus)
+    with tracing.execution_span(row):
+        if definition is None:  # claims filter by name; this guards a registry that changed
+            error = UnknownWorkflowError(f"{row.name!r} is not registered in this worker")
+            await _finish(store, bus, claim, None, error)
+        elif definition.kind is Kind.STEP:
+            await _execute_step(store, definition, claim, bus)
+        else:
+            await _execute_workflow(store, definition, claim, bus)
 
 
 async def _finish(
@@ -680,6 +687,7 @@ async def _finish(
     """Store the end of an execution, then tell the observers."""
     row = claim.execution
     ok = error is None
+    tracing.outcome(Status.SUCCEEDED if ok else Status.FAILED, error)
     await store.finish(
         claim.fence,
         Status.SUCCEEDED if ok else Status.FAILED,
@@ -704,6 +712,7 @@ async def _execute_step(store: Store, definition: Definition, claim: Claim, bus:
     except Exception as exc:
         if _retryable(definition.options, exc, row.attempt):
             delay = retry_delay(definition.options, row.attempt)
+            tracing.outcome("retrying", exc)
             await store.retry_later(claim.fence, claim.now() + delay, dump_error(exc))
         else:
             await _finish(store, bus, claim, None, exc)
@@ -742,6 +751,7 @@ async def _execute_workflow(
         await _finish(store, bus, claim, None, _timeout_error(row))
         return
     except _Suspend:
+        tracing.outcome("suspended")
         return
     except _StoreFailed as failed:
         raise failed.error from None  # the worker gives the execution back
@@ -751,6 +761,7 @@ async def _execute_workflow(
         if store_failed is not None:
             raise _first_leaf(store_failed).error from None
         if group.split(_Suspend)[0] is not None:
+            tracing.outcome("suspended")
             return
         if group.split(Exception)[1] is not None:
             raise

@@ -25,7 +25,7 @@ ORDER = [
     # views
     "_progress_model", "progress",
     # the call protocol, then the engine
-    "_registry", "_context", "_gather", "_engine", "_replay",
+    "_registry", "_context", "_tracing", "_gather", "_engine", "_replay",
     # runtime
     "_waiting", "_worker", "_client", "_messages", "_runner",
     # face
@@ -48,6 +48,7 @@ OWNERS = {
     "starlette": {"_ui._app"},
     "uvicorn": {"_ui._serve"},
     "jinja2": {"_ui._pages"},
+    "opentelemetry": {"_tracing"},
 }
 # What `import flowz` must not load (style.md: heavy libraries load when first used).
 HEAVY = ("sqlalchemy", "sqlmodel", "psycopg", "rich", "typer", "pydantic.main", "asyncio")

@@ -84,13 +84,13 @@ def test_a_v1_database_is_upgraded_in_place_and_its_run_finishes(
         "run `flowz db upgrade` (with the same FLOWZ_DATABASE_URL)"
     )
     assert len(refused.stderr.strip().splitlines()) == 1
-    assert "needs v6" in flowz_command(v1_database, "status", "v1-run").stderr
+    assert "needs v7" in flowz_command(v1_database, "status", "v1-run").stderr
 
     async def client_open() -> None:
         async with flowz.Client(v1_database):
             pass
 
-    with pytest.raises(flowz.SchemaVersionError, match="has schema v1 and this flowz needs v6"):
+    with pytest.raises(flowz.SchemaVersionError, match="has schema v1 and this flowz needs v7"):
         anyio.run(client_open)
 
     upgraded = flowz_command(v1_database, "db", "upgrade")
@@ -103,10 +103,12 @@ def test_a_v1_database_is_upgraded_in_place_and_its_run_finishes(
         "v5: indexes for list_runs pages (newest first, by status, by name) and for prune",
         "v6: queues with fleet-wide limits (flowz_queues, flowz_queue_starts, "
         "flowz_executions.partition_key) and cron schedules (flowz_schedules)",
-        "schema at v6",
+        "v7: flowz_executions.trace_context: one OpenTelemetry trace from the caller of start() "
+        "to every child, across processes",
+        "schema at v7",
     ]
     again = flowz_command(v1_database, "db", "upgrade")
-    assert again.stdout.strip() == "schema at v6: nothing to do"
+    assert again.stdout.strip() == "schema at v7: nothing to do"
 
     async def finish_the_old_run() -> tuple[list[int], set[str], set[str]]:
         async with flowz.Client(v1_database) as client:

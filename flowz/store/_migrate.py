@@ -95,6 +95,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             "last_tick FLOAT, updated_at FLOAT NOT NULL, PRIMARY KEY (name))",
         ),
     ),
+    Migration(
+        7,
+        "flowz_executions.trace_context: one OpenTelemetry trace from the caller of start() "
+        "to every child, across processes",
+        ("ALTER TABLE flowz_executions ADD COLUMN trace_context VARCHAR",),
+    ),
 )
 assert MIGRATIONS[-1].version == SCHEMA_VERSION, "add a migration with every schema change"
 

@@ -114,6 +114,8 @@ class FlowzExecution(_Base, table=True):
     deadline: float | None = None
     #: Since v6: the key a queue's per_partition limit counts by (a tenant, a user).
     partition_key: str | None = None
+    #: Since v7: the W3C trace context (JSON) of whoever started it, for OpenTelemetry.
+    trace_context: str | None = None
 
 
 class FlowzJournal(_Base, table=True):

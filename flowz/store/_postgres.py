@@ -115,12 +115,12 @@ _FENCE = (
 _INSERT_EXECUTIONS = (
     "INSERT INTO flowz_executions (id, root_id, parent_id, position, child_index, kind, "
     "name, input, status, attempt, max_attempts, run_at, queue, priority, deadline, "
-    "partition_key, wait_count, created_at, updated_at) "
+    "partition_key, trace_context, wait_count, created_at, updated_at) "
     f"SELECT i, r, p, pos, ci, k, n, inp, 'pending', 0, ma, coalesce(ra, {_NOW}), q, pr, "
-    f"dl, pk, 0, {_NOW}, {_NOW} FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], "
-    "%s::int[], %s::text[], %s::text[], %s::text[], %s::int[], %s::float8[], %s::text[], "
-    "%s::int[], %s::float8[], %s::text[]) AS t(i, r, p, pos, ci, k, n, inp, ma, ra, q, pr, "
-    "dl, pk) ON CONFLICT (id) DO NOTHING"
+    f"dl, pk, tc, 0, {_NOW}, {_NOW} FROM unnest(%s::text[], %s::text[], %s::text[], "
+    "%s::int[], %s::int[], %s::text[], %s::text[], %s::text[], %s::int[], %s::float8[], "
+    "%s::text[], %s::int[], %s::float8[], %s::text[], %s::text[]) AS t(i, r, p, pos, ci, k, "
+    "n, inp, ma, ra, q, pr, dl, pk, tc) ON CONFLICT (id) DO NOTHING"
 )
 
 

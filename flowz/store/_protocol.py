@@ -61,6 +61,8 @@ class NewExecution:
     deadline: float | None = None
     #: What its queue's per_partition limit counts by.
     partition_key: str | None = None
+    #: The W3C trace context (JSON) its spans continue: the caller's, or the gather's.
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,7 @@ class ExecutionRow:
     finished_at: float | None
     deadline: float | None = None
     partition_key: str | None = None
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,7 +77,7 @@ __all__ = [
 ]
 
 #: The schema this flowz reads and writes; `_migrate.MIGRATIONS` brings older ones here.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _EXECUTION_FIELDS = tuple(f.name for f in dataclasses.fields(ExecutionRow))
 #: The columns of flowz_executions, in ExecutionRow's field order.
@@ -602,7 +602,7 @@ def new_execution_params(e: NewExecution) -> tuple[Any, ...]:
     """The insert values of a new execution.
 
     In order: id, root_id, parent_id, position, child_index, kind, name, input,
-    max_attempts, run_at, queue, priority, deadline, partition_key.
+    max_attempts, run_at, queue, priority, deadline, partition_key, trace_context.
     """
     return (
         e.id,
@@ -619,6 +619,7 @@ def new_execution_params(e: NewExecution) -> tuple[Any, ...]:
         e.priority,
         e.deadline,
         e.partition_key,
+        e.trace_context,
     )
 
 

@@ -248,8 +248,8 @@ class SqliteStore:
         cur.executemany(
             "INSERT OR IGNORE INTO flowz_executions (id, root_id, parent_id, position, "
             "child_index, kind, name, input, status, attempt, max_attempts, run_at, queue, "
-            "priority, deadline, partition_key, wait_count, created_at, updated_at) "
-            "VALUES (?,?,?,?,?,?,?,?,'pending',0,?,?,?,?,?,?,0,?,?)",
+            "priority, deadline, partition_key, trace_context, wait_count, created_at, "
+            "updated_at) VALUES (?,?,?,?,?,?,?,?,'pending',0,?,?,?,?,?,?,?,0,?,?)",
             [
                 (*p[:9], now if p[9] is None else p[9], *p[10:], now, now)
                 for p in map(new_execution_params, executions)
