@@ -126,6 +126,8 @@ BAD_INPUTS = [
     (["cancel", "nope"], "no run with id 'nope'"),
     (["list", "--status", "weird"], "--status 'weird': use one of"),
     (["run", "squares"], "write MODULE:WORKFLOW"),
+    (["ui", "--host", "0.0.0.0"], "give it a secret with --token"),
+    (["worker", "tests.cli_app", "--log-format", "xml"], "--log-format 'xml': use text or json"),
 ]
 
 

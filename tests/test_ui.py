@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -207,3 +208,21 @@ def test_live_stream_sends_the_page_fragments(dashboard: TestClient) -> None:
                 break
     assert set(seen) == {"header", "tree"}
     assert "waiting" in seen["header"]
+
+
+def test_flowz_ui_serves_in_the_background_and_shows_an_iframe(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    anyio.run(populate, settings)
+    board = flowz.ui(db=settings.database_url)
+    try:
+        assert board.running and board.url.startswith("http://127.0.0.1:")
+        assert f'<iframe src="{board.url}/runs"' in board._repr_html_()
+        with urllib.request.urlopen(board.url + "/runs", timeout=10) as page:
+            assert 'data-run="tidy-1"' in page.read().decode()
+        run_page = flowz.ui("tidy-1", db=settings.database_url, height=400)
+        assert run_page.url == board.url  # the same server
+        assert str(run_page) == f"{board.url}/runs/tidy-1"
+        assert 'height="400"' in run_page._repr_html_()
+    finally:
+        board.stop()
+    assert not board.running
