@@ -104,6 +104,8 @@ def test_the_fanout_example_returns_a_typed_report(tmp_path: Path) -> None:
         ("tree.py", "'Seville': 13.7"),
         ("retries.py", "charge was called 3 times"),
         ("sleep.py", "sent 'How is it going?' to ada@example.com"),
+        ("tracing.py", "    step tracing:price  attempt 1  ERROR ConnectionError: the price"),
+        ("tracing.py", "      step tracing:reserve  x 3  (succeeded)"),
     ],
 )
 def test_the_tutorial_examples_run(tmp_path: Path, script: str, expected: str) -> None:

@@ -104,7 +104,7 @@ def test_a_v1_database_is_upgraded_in_place_and_its_run_finishes(
         "v6: queues with fleet-wide limits (flowz_queues, flowz_queue_starts, "
         "flowz_executions.partition_key) and cron schedules (flowz_schedules)",
         "v7: flowz_executions.trace_context: one OpenTelemetry trace from the caller of start() "
-        "to every child, across processes",
+        "to every child, across processes; ix_flowz_executions_parent without top-level runs",
         "schema at v7",
     ]
     again = flowz_command(v1_database, "db", "upgrade")

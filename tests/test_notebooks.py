@@ -70,6 +70,8 @@ def test_the_quickstart_notebook_runs_crashes_and_resumes(
     assert "328350" in text and "100/100" in text  # the first run: result and finished tree
     assert "before the crash," in text and "of 300 children had started" in text
     assert "True children run: 300 of 300" in text  # resumed: right result, all children ran
+    assert '<iframe src="http://127.0.0.1:' in text and '/runs/notebook-crash"' in text
+    assert "the run page: 200 True" in text
 
 
 @pytest.mark.slow

@@ -156,7 +156,7 @@ async def test_an_older_schema_is_refused_until_flowz_db_upgrade(store: Store) -
         "v6: queues with fleet-wide limits (flowz_queues, flowz_queue_starts, "
         "flowz_executions.partition_key) and cron schedules (flowz_schedules)",
         "v7: flowz_executions.trace_context: one OpenTelemetry trace from the caller of start() "
-        "to every child, across processes",
+        "to every child, across processes; ix_flowz_executions_parent without top-level runs",
     ]
     assert await upgrade_schema(settings_of(store)) == []  # nothing left to do
     reopened = await open_store(settings_of(store))

@@ -15,16 +15,25 @@ import jinja2
 
 from .._client import Client
 from .._config import parse_moment
-from .._progress_model import GatherLine, ProgressModel, RunNode, StepLine
+from .._progress_model import GatherLine, ProgressModel, StepLine
 from .._queues import Schedule
-from .._runs import RunInfo, RunPage
+from .._runs import RunInfo, RunPage, run_info
 from .._serde import error_line
 from .._types import JSON, Status
 from .._waiting import live_workers, queue_state, why_waiting
 from ..errors import FlowzError, RunNotFoundError, UsageError
 from ..store._protocol import ExecutionRow, JournalEntry
 
-__all__ = ["Page", "RunsFilter", "render", "run_fragments", "runs_fragments"]
+__all__ = [
+    "RunView",
+    "RunsFilter",
+    "load_run",
+    "queues_fragment",
+    "render",
+    "run_fragments",
+    "runs_fragments",
+    "workers_fragment",
+]
 
 #: Workflow children drawn inside a gather on a run page; the rest are a link away.
 SHOWN_CHILDREN = 20
@@ -36,14 +45,6 @@ FAILURES_SHOWN = 200
 VALUE_CHARS = 2000
 NOTHING = "\N{EN DASH}"  #: what an empty cell shows
 ENDED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
-
-
-@dataclass(frozen=True)
-class Page:
-    """A rendered page or fragment."""
-
-    html: str
-    status_code: int = 200
 
 
 @cache
@@ -191,7 +192,7 @@ async def load_run(client: Client, run_id: str, lease_seconds: float) -> RunView
     if row.status == Status.PENDING and row.started_at is None:
         reason = await why_waiting(store, row, lease_seconds)
     events = await store.get_events(run_id) if row.parent_id is None else {}
-    return RunView(row, _info(row), model, reason, events, [journal[p] for p in sorted(journal)])
+    return RunView(row, run_info(row), model, reason, events, [journal[p] for p in sorted(journal)])
 
 
 def _within(execution_id: str, root_id: str) -> bool:
@@ -220,12 +221,6 @@ async def _journals(
     return journals
 
 
-def _info(row: ExecutionRow) -> RunInfo:
-    from .._runs import run_info
-
-    return run_info(row)
-
-
 def run_fragments(view: RunView, *, read_only: bool, csrf: str) -> dict[str, str]:
     """The live parts of a run page: its header (status, result, actions) and its tree."""
     context = {
@@ -244,11 +239,6 @@ def run_fragments(view: RunView, *, read_only: bool, csrf: str) -> dict[str, str
         "header": render("_run_header.html", **context),
         "tree": render("_run_tree.html", **context),
     }
-
-
-def node_of(model: ProgressModel, execution_id: str) -> RunNode | None:
-    """A workflow node of the tree, if its journal was read."""
-    return model.runs.get(execution_id)
 
 
 # -- workers, queues, schedules ------------------------------------------------

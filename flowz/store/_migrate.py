@@ -98,8 +98,14 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         7,
         "flowz_executions.trace_context: one OpenTelemetry trace from the caller of start() "
-        "to every child, across processes",
-        ("ALTER TABLE flowz_executions ADD COLUMN trace_context VARCHAR",),
+        "to every child, across processes; ix_flowz_executions_parent without top-level runs",
+        (
+            "ALTER TABLE flowz_executions ADD COLUMN trace_context VARCHAR",
+            # With top-level runs in it, statistics made SQLite scan the table for children.
+            "DROP INDEX IF EXISTS ix_flowz_executions_parent",
+            "CREATE INDEX ix_flowz_executions_parent ON flowz_executions "
+            "(parent_id, position, child_index) WHERE parent_id IS NOT NULL",
+        ),
     ),
 )
 assert MIGRATIONS[-1].version == SCHEMA_VERSION, "add a migration with every schema change"

@@ -32,7 +32,16 @@ class FlowzExecution(_Base, table=True):
             sqlite_where=text("status = 'pending'"),
             postgresql_where=text("status = 'pending'"),
         ),
-        Index("ix_flowz_executions_parent", "parent_id", "position", "child_index"),
+        # Partial since v7: top-level runs are not in it, so statistics (ANALYZE) see how
+        # few rows a parent has, and the planner keeps using it for children.
+        Index(
+            "ix_flowz_executions_parent",
+            "parent_id",
+            "position",
+            "child_index",
+            sqlite_where=text("parent_id IS NOT NULL"),
+            postgresql_where=text("parent_id IS NOT NULL"),
+        ),
         Index("ix_flowz_executions_root", "root_id"),
         # Since v2, with id since v5: top-level runs, newest first (list_runs pages).
         Index(
