@@ -10,20 +10,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .._client import Client
 from .._config import Settings, redacted_url
-from ..errors import FlowzError, RunNotFoundError, UsageError
+from ..errors import FlowzError, RunNotFoundError, StoreError, UsageError
 from . import _pages
 from ._live import LiveHub
 
@@ -86,6 +86,8 @@ def create_app(
                 return await handler(request)
             except RunNotFoundError as exc:
                 return _error(request, board, "Not found", str(exc), 404)
+            except StoreError as exc:
+                return _error(request, board, "The database did not answer", str(exc), 503)
             except FlowzError as exc:
                 return _error(request, board, "That did not work", str(exc), 400)
 
@@ -306,38 +308,42 @@ async def _act(board: Dashboard, action: str, fields: dict[str, str]) -> tuple[s
     raise UsageError(f"no action {action!r}: cancel, retry, fork, send, pause or resume")
 
 
-class _TokenGate(BaseHTTPMiddleware):
-    """401 for every request without the dashboard's token."""
+class _TokenGate:
+    """401 for every request without the dashboard's token (plain ASGI: streams pass as is)."""
 
-    def __init__(self, app: Any, token: str) -> None:
-        super().__init__(app)
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
         self.token = token
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
         given = request.query_params.get("token")
         if given is not None and hmac.compare_digest(given, self.token):
             # Once from the link; then the cookie, so the token leaves the address bar.
-            query = "&".join(
-                f"{quote(k)}={quote(v)}" for k, v in request.query_params.items() if k != "token"
-            )
-            response = RedirectResponse(
-                request.url.path + (f"?{query}" if query else ""), status_code=303
-            )
+            rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
+            target = request.url.path + (f"?{urlencode(rest)}" if rest else "")
+            response: Response = RedirectResponse(target, status_code=303)
             response.set_cookie(
                 _TOKEN_COOKIE, self.token, httponly=True, samesite="strict", path="/"
             )
-            return response
+            await response(scope, receive, send)
+            return
         header = request.headers.get("authorization", "")
         presented = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
         presented = presented or request.cookies.get(_TOKEN_COOKIE, "")
         if presented and hmac.compare_digest(presented, self.token):
-            return await call_next(request)
-        return HTMLResponse(
+            await self.app(scope, receive, send)
+            return
+        response = HTMLResponse(
             "<h1>401: this flowz dashboard needs its token</h1><p>Open it with "
             "<code>?token=…</code> (the value of <code>--token</code> or FLOWZ_UI_TOKEN), or "
             "send <code>Authorization: Bearer …</code>.</p>",
             status_code=401,
         )
+        await response(scope, receive, send)
 
 
 def _html(template: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:

@@ -13,23 +13,38 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 
+from .._logging import get_logger
+from ..errors import FlowzError, RunNotFoundError, StoreError
 from ..store._protocol import Store
 
 __all__ = ["LiveHub"]
 
 Renderer = Callable[[], Awaitable[dict[str, str]]]
+log = get_logger("flowz.ui")
 
 
 class LiveHub:
     """Counts database changes and shares each version's rendering between browsers."""
 
-    def __init__(self, store: Store, *, refresh: float = 2.0, min_interval: float = 0.3) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        refresh: float = 2.0,
+        min_interval: float = 0.3,
+        share: float = 0.03,
+    ) -> None:
         self._store = store
         #: Seconds between renders when nothing signalled (durations and rates move on;
         #: PostgreSQL does not notify every journal write).
         self.refresh = refresh
-        #: Seconds between two versions at most: bursts of commits coalesce.
+        #: Seconds between two versions at least: bursts of commits coalesce.
         self.min_interval = min_interval
+        #: The share of time rendering may take: a page that takes 100 ms to render
+        #: (a run with a wide gather) is updated every 3.3 s, not every 0.3 s, so watching
+        #: a run never slows it much, however big it is.
+        self.share = share
+        self._spent = 0.0  #: seconds spent rendering the current version
         self.version = 0
         self.watchers = 0
         self._changed = anyio.Event()
@@ -41,13 +56,20 @@ class LiveHub:
         """Bump the version on every change, while some page is watched (until cancelled)."""
         while True:
             mark = self._store.change_mark()
-            await self._store.wait_for_change(self.refresh, mark)
+            try:
+                await self._store.wait_for_change(self.refresh, mark)
+            except StoreError as exc:  # the database is away: pages keep what they show
+                log.warning("flowz ui: waiting for changes failed (%s); retrying", exc)
+                await anyio.sleep(self.refresh)
             if self.watchers:
                 self.version += 1
+                self._spent = 0.0
                 self._changed.set()
                 self._changed = anyio.Event()
                 self._cache.clear()
             await anyio.sleep(self.min_interval)
+            if self._spent > self.min_interval * self.share:
+                await anyio.sleep(self._spent / self.share - self.min_interval)
 
     async def _render(self, key: str, renderer: Renderer) -> dict[str, str]:
         lock = self._locks.setdefault(key, anyio.Lock())
@@ -55,10 +77,12 @@ class LiveHub:
             cached = self._cache.get(key)
             if cached is None or cached[0] != self.version:
                 version = self.version
+                started = time.perf_counter()
                 try:
                     result: dict[str, str] | BaseException = await renderer()
-                except Exception as exc:  # sent as "gone" to every watcher
+                except Exception as exc:  # every watcher of this version gets it
                     result = exc
+                self._spent += time.perf_counter() - started
                 self._cache[key] = (version, result)
                 cached = (version, result)
         if isinstance(cached[1], BaseException):
@@ -90,9 +114,11 @@ class LiveHub:
                 changed = self._changed
                 try:
                     fragments = await self._render(key, renderer)
-                except Exception as exc:
+                except RunNotFoundError as exc:  # pruned, say: nothing more to show
                     yield _event("gone", json.dumps({"message": str(exc)}))
                     return
+                except FlowzError:  # the database is away: try again at the next version
+                    fragments = {}
                 for name, html in fragments.items():
                     if sent.get(name) != html:
                         sent[name] = html
