@@ -202,7 +202,8 @@ def test_the_dashboard_in_a_browser(database_url: str, tmp_path: Path, browser: 
         assert "live" in browser.find_element(By.CSS_SELECTOR, "table.workers").text
         browser.save_screenshot(str(shots / f"ui-workers-{store_name}.png"))
         browser.get(base + "/queues")
-        assert "ui-nobody" in browser.find_element(By.CSS_SELECTOR, "table.queues").text
+        assert "ui-api" in browser.find_element(By.CSS_SELECTOR, "table.queues").text
+        assert "0 3 * * *" in browser.find_element(By.CSS_SELECTOR, "table.schedules").text
         browser.save_screenshot(str(shots / f"ui-queues-{store_name}.png"))
         assert browser.execute_script("return window.__xss") is None
     finally:

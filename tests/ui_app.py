@@ -5,6 +5,8 @@ A real `flowz worker tests.ui_app` runs them in the browser test.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import anyio
 
 import flowz
@@ -14,6 +16,7 @@ from flowz import gather_durable, step, workflow
 XSS = '<script>window.__xss = 1</script><img src="x" onerror="window.__xss = 2">'
 
 nobody = flowz.Queue("ui-nobody")
+api = flowz.Queue("ui-api", concurrency=4, rate=flowz.Rate(50, per=1))
 
 
 @step
@@ -26,7 +29,7 @@ async def explode(note: str) -> None:
     raise ValueError(f"refused {note}")
 
 
-@step
+@step(queue=api)
 async def fetch(i: int, delay: float) -> int:
     await anyio.sleep(delay)
     return i
@@ -57,3 +60,8 @@ async def crawl(n: int, delay: float) -> int:
 @workflow(queue=nobody)
 async def parked() -> None:
     return None
+
+
+@workflow(schedule="0 3 * * *", timezone="Europe/Paris")
+async def nightly(tick: dt.datetime) -> str:
+    return tick.isoformat()
