@@ -73,7 +73,6 @@ from .errors import UsageError as UsageError
 from .errors import WorkflowError as WorkflowError
 
 __all__ = [
-    "ui",
     "Client",
     "ConfigError",
     "DurableCall",
@@ -124,6 +123,7 @@ __all__ = [
     "set_event",
     "sleep",
     "step",
+    "ui",
     "uuid4",
     "wait_all",
     "wait_first",

@@ -143,7 +143,7 @@ def test_random_kills_lose_nothing(
     figures["side effects re-run after a kill"] = sum(calls.values()) - minimum
     # Executions a killed worker held, put back by the reaper and finished by a live worker.
     figures["resumed executions"] = sum(
-        int(m) for log in logs for m in re.findall(r"re-queued (\d+) execution", log.read_text())
+        int(m) for log in logs for m in re.findall(r"put back (\d+) execution", log.read_text())
     )
     if runs >= 10:
         assert figures["resumed executions"] > 0, "no kill hit a worker while it held work"

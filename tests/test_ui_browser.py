@@ -120,6 +120,10 @@ def test_the_dashboard_in_a_browser(database_url: str, tmp_path: Path, browser: 
     shots.mkdir(parents=True, exist_ok=True)
     store_name = "postgres" if database_url.startswith("postgresql") else "sqlite"
     wait = WebDriverWait(browser, 30)
+
+    def shoot(name: str) -> None:  # the page's content, not the empty window below it
+        browser.find_element(By.TAG_NAME, "body").screenshot(str(shots / name))
+
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     # One worker, four at a time.
@@ -152,7 +156,7 @@ def test_the_dashboard_in_a_browser(database_url: str, tmp_path: Path, browser: 
         )
         assert "<script>window.__xss = 1</script>" in error_text
         assert browser.execute_script("return window.__xss") is None
-        browser.save_screenshot(str(shots / f"ui-runs-{store_name}.png"))
+        shoot(f"ui-runs-{store_name}.png")
 
         # A running gather's bar advances without a reload.
         browser.get(base + "/runs/crawl-1")
@@ -172,7 +176,7 @@ def test_the_dashboard_in_a_browser(database_url: str, tmp_path: Path, browser: 
 
         first = ended()
         wait.until(lambda d: first < ended() < 60)
-        browser.save_screenshot(str(shots / f"ui-run-{store_name}.png"))
+        shoot(f"ui-run-{store_name}.png")
         wait.until(lambda d: ended() == 60)
         wait.until(lambda d: status_shown() == "succeeded")
         assert browser.execute_script("return window.__same_page") is True
@@ -196,15 +200,15 @@ def test_the_dashboard_in_a_browser(database_url: str, tmp_path: Path, browser: 
         table = browser.find_element(By.CSS_SELECTOR, "table.failures").text
         assert "breaks-1/1/0" in table and 'onerror="window.__xss = 2"' in table
         assert browser.execute_script("return window.__xss") is None
-        browser.save_screenshot(str(shots / f"ui-failed-{store_name}.png"))
+        shoot(f"ui-failed-{store_name}.png")
 
         browser.get(base + "/workers")
         assert "live" in browser.find_element(By.CSS_SELECTOR, "table.workers").text
-        browser.save_screenshot(str(shots / f"ui-workers-{store_name}.png"))
+        shoot(f"ui-workers-{store_name}.png")
         browser.get(base + "/queues")
         assert "ui-api" in browser.find_element(By.CSS_SELECTOR, "table.queues").text
         assert "0 3 * * *" in browser.find_element(By.CSS_SELECTOR, "table.schedules").text
-        browser.save_screenshot(str(shots / f"ui-queues-{store_name}.png"))
+        shoot(f"ui-queues-{store_name}.png")
         assert browser.execute_script("return window.__xss") is None
     finally:
         for proc in (ui, worker):

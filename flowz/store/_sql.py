@@ -399,17 +399,7 @@ def run_query_sql(query: RunQuery, mark: str, *, hint: bool = False) -> tuple[st
         where.append(f"(created_at, id) < ({mark}, {mark})")
         params.extend(query.after)
     params.append(query.limit)
-    index = ""
-    if hint:
-        index = " INDEXED BY ix_flowz_executions_" + (
-            "parent"
-            if query.parent is not None
-            else "runs_name"
-            if query.name is not None
-            else "runs_status"
-            if len(query.statuses) == 1
-            else "runs"
-        )
+    index = _index_hint(query, by_status=len(query.statuses) == 1) if hint else ""
     return (
         f"SELECT {EXECUTION_COLUMNS} FROM flowz_executions{index} WHERE {' AND '.join(where)} "
         f"ORDER BY created_at DESC, id DESC LIMIT {mark}",
@@ -425,15 +415,7 @@ def run_counts_sql(query: RunQuery, mark: str, *, hint: bool = False) -> tuple[s
     parent index (bounded by the parent's fan-out).
     """
     where, params = _run_filter(query, mark)
-    index = ""
-    if hint:
-        index = " INDEXED BY ix_flowz_executions_" + (
-            "parent"
-            if query.parent is not None
-            else "runs_name"
-            if query.name is not None
-            else "runs_status"
-        )
+    index = _index_hint(query, by_status=True) if hint else ""
     return (
         f"SELECT status, count(*) FROM flowz_executions{index} WHERE {' AND '.join(where)} "
         "GROUP BY status",
@@ -452,6 +434,17 @@ def pending_unknown_sql(known: int, mark: str, now: str) -> str:
         f"SELECT {EXECUTION_COLUMNS} FROM flowz_executions WHERE status = 'pending' "
         f"AND run_at <= {now}{unknown} AND created_at < {mark} ORDER BY created_at LIMIT {mark}"
     )
+
+
+def _index_hint(query: RunQuery, *, by_status: bool) -> str:
+    """SQLite's INDEXED BY for a run query: children, by name, by status, or all runs."""
+    if query.parent is not None:
+        name = "parent"
+    elif query.name is not None:
+        name = "runs_name"
+    else:
+        name = "runs_status" if by_status else "runs"
+    return f" INDEXED BY ix_flowz_executions_{name}"
 
 
 def _run_filter(query: RunQuery, mark: str) -> tuple[list[str], list[Any]]:
