@@ -8,7 +8,12 @@ import pytest
 
 from flowz.store import PostgresStore, SqliteStore, Store
 from flowz.store._protocol import RunQuery
-from flowz.store._sql import cancel_descendants_sql, prunable_sql, run_query_sql
+from flowz.store._sql import (
+    cancel_descendants_sql,
+    prunable_sql,
+    run_counts_sql,
+    run_query_sql,
+)
 from tests.test_store_contract import execute_sql
 
 pytestmark = pytest.mark.anyio
@@ -93,3 +98,14 @@ async def test_a_tree_of_children_is_read_through_the_parent_index(filled: Store
     text = await plan(filled, sql, ["r1", 1.0, 1.0])
     assert "SCAN flowz_executions\n" not in text + "\n" and "SCAN e\n" not in text + "\n", text
     assert "Seq Scan" not in text and "ix_flowz_executions_parent" in text, text
+
+
+@pytest.mark.parametrize(
+    "query", [RunQuery(), RunQuery(name="wf3"), RunQuery(since=5.0)], ids=["all", "name", "since"]
+)
+async def test_the_counts_per_status_read_an_index(filled: Store, query: RunQuery) -> None:
+    """The dashboard's counts over every run: from an index, never the table."""
+    sqlite = isinstance(filled, SqliteStore)
+    text = await plan(filled, *run_counts_sql(query, "?" if sqlite else "%s", hint=sqlite))
+    assert "SCAN flowz_executions\n" not in text + "\n" and "Seq Scan" not in text, text
+    assert "ix_flowz_executions_runs" in text, text
