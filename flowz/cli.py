@@ -738,6 +738,7 @@ def ui(
     require_ui_extra()
     check_binding(host, token)
     settings = _settings(db)
+    _with_store(settings, lambda store: store.schema_version())  # one clear line if it is not
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     typer.echo(
         f"flowz ui: http://{shown}:{port}  ({redacted_url(settings.database_url)}"

@@ -127,6 +127,7 @@ BAD_INPUTS = [
     (["list", "--status", "weird"], "--status 'weird': use one of"),
     (["run", "squares"], "write MODULE:WORKFLOW"),
     (["ui", "--host", "0.0.0.0"], "give it a secret with --token"),
+    (["ui", "--db", "sqlite:///no/such/dir/x.db"], "no/such/dir/x.db"),
     (["worker", "tests.cli_app", "--log-format", "xml"], "--log-format 'xml': use text or json"),
 ]
 

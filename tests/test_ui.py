@@ -174,7 +174,7 @@ def test_read_only_hides_actions_and_refuses_them(tmp_path: Path) -> None:
 
 def test_a_token_guards_every_request(tmp_path: Path) -> None:
     settings = settings_for(tmp_path)
-    with TestClient(create_app(settings, token="s3cret")) as http:
+    with TestClient(create_app(settings, token="s3cret", create=True)) as http:
         for path in ("/runs", "/workers", "/static/flowz.css", "/live/runs"):
             assert http.get(path).status_code == 401, path
         assert http.get("/runs", headers={"Authorization": "Bearer wrong"}).status_code == 401

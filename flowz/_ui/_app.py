@@ -39,13 +39,15 @@ class Dashboard:
     settings: Settings
     read_only: bool = False
     token: str | None = None
+    #: Make the schema in a new database (a notebook's first look); `flowz ui` does not.
+    create: bool = False
     client: Client = field(init=False)
     hub: LiveHub = field(init=False)
     #: Put in every form and checked on every action: another site cannot post one.
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
 
     def __post_init__(self) -> None:
-        self.client = Client(settings=self.settings)
+        self.client = Client(settings=self.settings, create=self.create)
 
     def context(self, request: Request, **values: Any) -> dict[str, Any]:
         return {
@@ -60,14 +62,19 @@ class Dashboard:
 
 
 def create_app(
-    settings: Settings, *, read_only: bool = False, token: str | None = None
+    settings: Settings,
+    *,
+    read_only: bool = False,
+    token: str | None = None,
+    create: bool = False,
 ) -> Starlette:
     """The dashboard over the database of `settings`.
 
     With a `token`, every request must carry it: `Authorization: Bearer TOKEN`, or
-    `?token=TOKEN` once (a cookie keeps it for the browser).
+    `?token=TOKEN` once (a cookie keeps it for the browser). Without `create`, a
+    database that does not exist is an error, not a new empty one (a mistyped path).
     """
-    board = Dashboard(settings, read_only, token)
+    board = Dashboard(settings, read_only, token, create)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -106,7 +113,7 @@ def create_app(
                 section="runs",
                 filters=filters,
                 fragments=fragments,
-                live_url=None if live is None else live,
+                live_url=live,
             ),
         )
 

@@ -45,13 +45,21 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _config(settings: Settings, host: str, port: int, read_only: bool, token: str | None) -> Any:
+def _config(
+    settings: Settings,
+    host: str,
+    port: int,
+    read_only: bool,
+    token: str | None,
+    *,
+    create: bool = False,
+) -> Any:
     import uvicorn
 
     from ._app import create_app
 
     check_binding(host, token)
-    app = create_app(settings, read_only=read_only, token=token)
+    app = create_app(settings, read_only=read_only, token=token, create=create)
     return uvicorn.Config(
         app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5
     )
@@ -137,15 +145,15 @@ def start_in_background(
         with socket.socket() as probe:
             probe.bind((host, 0))
             port = probe.getsockname()[1]
-    server = _server(_config(settings, host, port, read_only, None))
+    server = _server(_config(settings, host, port, read_only, None, create=True))
     thread = threading.Thread(target=server.run, name="flowz-ui", daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise ConfigError(
-                f"the dashboard did not start on {host}:{port}: is the port taken? "
-                "Pass another with flowz.ui(port=...)"
+                f"the dashboard did not start on {host}:{port} (its error is logged above): "
+                "if the port is taken, pass another with flowz.ui(port=...)"
             )
         time.sleep(0.02)
     return DashboardServer(f"http://{host}:{port}", _server=server, _thread=thread)
