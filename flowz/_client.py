@@ -402,12 +402,79 @@ class Client:
         """A handle to an existing run, by id; with `wf`, its result comes back typed."""
         return RunHandle._new(run_id, self, None if wf is None else check_workflow(wf).definition)
 
-    async def _create(
-        self, wf: DurableFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> ExecutionRow:
+    async def start_many(
+        self,
+        wf: DurableFunction[P, R],
+        calls: Iterable[Any],
+        *,
+        ids: Iterable[str] | None = None,
+        batch: int = 1000,
+    ) -> list[RunHandle[R]]:
+        """Enqueue one run per item of `calls`, `batch` runs per transaction; their handles.
+
+        Each item is one run's arguments: a tuple of positional arguments, a dict of
+        keyword arguments, or the single argument of a one-parameter workflow (wrap a
+        tuple or dict argument in a tuple: `(value,)`). `ids` names the runs, in the
+        same order (default: new uuid4s); a run whose id exists with the same
+        arguments is not started again. Options come from the workflow
+        (`wf.options(priority=...)`), but for `id`.
+
+        Every argument is checked before anything is stored. A batch holding an id
+        taken by another run is refused whole, with the batches before it started.
+
+        Examples:
+            >>> handles = await client.start_many(resize, [(url, 800) for url in urls])
+            >>> await client.start_many(report, [{"day": d} for d in days], ids=days)
+        """
         wf = check_workflow(wf)
-        check_run_arguments(wf, kwargs)
-        run_id = wf.run_options.id or str(uuid.uuid4())
+        if wf.run_options.id is not None:
+            raise UsageError(
+                "start_many names its runs with ids=[...], not wf.options(id=...): an id "
+                "names one run"
+            )
+        if batch < 1:
+            raise UsageError(f"batch={batch}: a batch holds at least one run")
+        runs = []
+        for item in calls:
+            args, kwargs = (
+                (item, {})
+                if isinstance(item, tuple)
+                else ((), item)
+                if isinstance(item, dict)
+                else ((item,), {})
+            )
+            check_run_arguments(wf, kwargs)
+            runs.append(self._new_run(wf, args, kwargs, str(uuid.uuid4())))
+        if ids is not None:
+            names = list(ids)
+            if len(names) != len(runs):
+                raise UsageError(f"ids: {len(names)} ids for {len(runs)} calls: give one per call")
+            if len(set(names)) != len(names):
+                taken = next(n for n in names if names.count(n) > 1)
+                raise UsageError(f"ids: {taken!r} is given twice: an id names one run")
+            runs = [
+                dataclasses.replace(r, id=n, root_id=n) for r, n in zip(runs, names, strict=True)
+            ]
+        await self._define_queue(wf)
+        started = 0
+        for first in range(0, len(runs), batch):
+            try:
+                await self.store.create_runs(runs[first : first + batch])
+            except UsageError as exc:
+                raise UsageError(
+                    f"{exc}; the {started} runs before this batch were started"
+                ) from None
+            started += len(runs[first : first + batch])
+        return [RunHandle._new(r.id, self, wf.definition) for r in runs]
+
+    def _new_run(
+        self,
+        wf: DurableFunction[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        run_id: str,
+    ) -> NewExecution:
+        """The row of a new top-level run of `wf`; its arguments are checked here."""
         payload = wf.definition.codec.dump_args(args, kwargs)
         deadlines = []  # the earlier of the workflow's timeout and the run's deadline wins
         if wf.definition.options.timeout is not None:
@@ -415,24 +482,36 @@ class Client:
         if wf.run_options.deadline is not None:
             deadlines.append(wf.run_options.deadline.timestamp())
         queue = wf.definition.options.queue
+        return NewExecution(
+            id=run_id,
+            root_id=run_id,
+            kind=Kind.WORKFLOW.value,
+            name=wf.name,
+            input=payload,
+            queue=self.settings.queue if queue is None else queue.name,
+            priority=wf.run_options.priority,
+            deadline=min(deadlines, default=None),
+            partition_key=wf.run_options.partition,
+            trace_context=caller_context(),
+        )
+
+    async def _define_queue(self, wf: DurableFunction[Any, Any]) -> None:
+        queue = wf.definition.options.queue
         if queue is not None and queue.name not in self._queues_defined:
             # Stored with its first run, so `flowz queues` shows it before a worker starts.
             await self.store.define_queues([queue_limits(queue)])
             self._queues_defined.add(queue.name)
-        row, created = await self.store.create_run(
-            NewExecution(
-                id=run_id,
-                root_id=run_id,
-                kind=Kind.WORKFLOW.value,
-                name=wf.name,
-                input=payload,
-                queue=self.settings.queue if queue is None else queue.name,
-                priority=wf.run_options.priority,
-                deadline=min(deadlines, default=None),
-                partition_key=wf.run_options.partition,
-                trace_context=caller_context(),
-            )
-        )
+
+    async def _create(
+        self, wf: DurableFunction[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> ExecutionRow:
+        wf = check_workflow(wf)
+        check_run_arguments(wf, kwargs)
+        run_id = wf.run_options.id or str(uuid.uuid4())
+        new = self._new_run(wf, args, kwargs, run_id)
+        payload = new.input
+        await self._define_queue(wf)
+        row, created = await self.store.create_run(new)
         if not created and (row.name != wf.name or row.parent_id is not None):
             raise UsageError(
                 f"the id {run_id!r} already belongs to a run of {row.name}, not of {wf.name}: "

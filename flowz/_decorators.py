@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime
 import inspect
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, final, overload
 
 from ._client import Client
@@ -139,6 +139,20 @@ class WorkflowFunction(DurableFunction[P, R]):
         check_run_arguments(self, kwargs)
         async with Client() as client:
             return await client.start(self, *args, **kwargs)
+
+    async def start_many(
+        self, calls: Iterable[Any], *, ids: Iterable[str] | None = None
+    ) -> list[RunHandle[R]]:
+        """Enqueue one run per item of `calls` in a few transactions; their handles.
+
+        Each item is one run's arguments: a tuple (positional), a dict (keywords), or
+        the single argument of a one-parameter workflow. See `Client.start_many`.
+
+        Examples:
+            >>> handles = await resize.start_many([(url, 800) for url in urls])
+        """
+        async with Client() as client:
+            return await client.start_many(self, calls, ids=ids)
 
 
 def _definition(

@@ -561,6 +561,26 @@ async def test_pending_unknown_names_due_work_no_known_function_takes(store: Sto
     assert len(await store.pending_unknown([], future, 1)) == 1
 
 
+async def test_create_runs_inserts_a_batch_in_one_go_and_refuses_taken_ids(store: Store) -> None:
+    runs = [run_factory(f"b{i}", input={"n": i}) for i in range(5)]
+    mark = store.change_mark()
+    assert await store.create_runs(runs) == 5
+    await store.wait_for_change(5, mark)  # the workers are woken
+    assert len(await store.claim("w1", NAMES, "default", 10, 30)) == 5
+    assert await store.create_runs(runs[:2]) == 0  # the same runs again: nothing new
+    fresh = run_factory("b9", input={"n": 9})
+    for taken in (
+        run_factory("b1", input={"n": 100}),  # other arguments
+        run_factory("b2", name="other", input={"n": 2}),  # another workflow
+    ):
+        with pytest.raises(flowz.UsageError, match="nothing of this batch was stored"):
+            await store.create_runs([fresh, taken])
+        assert await store.get_execution("b9") is None
+    await suspended_parent(store, 1)
+    with pytest.raises(flowz.UsageError, match="a child execution"):
+        await store.create_runs([run_factory("r1/0/0", name="child", input={"i": 0})])
+
+
 async def ended_run_with_children(store: Store) -> Fence:
     """r1 scheduled 3 children at 0, then 1 succeeded, 1 failed, and r1 failed (0/2 cancelled)."""
     fence = await suspended_parent(store, 3)

@@ -61,6 +61,7 @@ from ._sql import (
     cancel_descendants_sql,
     check_fork_source,
     check_message_target,
+    check_new_runs,
     dumps_or_none,
     execution_row,
     fork_statements,
@@ -242,6 +243,23 @@ class PostgresStore:
                 f"SELECT {_COLUMNS}, false FROM flowz_executions WHERE id = %s", (run.id,)
             )
         return execution_row(rows[0]), rows[0][-1]
+
+    @retried
+    async def create_runs(self, runs: Sequence[NewExecution]) -> int:
+        async with self.db.transaction() as cur:
+            await cur.execute(_INSERT_EXECUTIONS + " RETURNING id", _insert_params(runs))
+            created = {row[0] for row in await cur.fetchall()}
+            if len(created) < len(runs):
+                # Taken ids: by an earlier run, or by a concurrent insert this one waited
+                # for (visible now). A mismatch raises, and the transaction rolls back.
+                await cur.execute(
+                    "SELECT id, name, parent_id, input FROM flowz_executions WHERE id = ANY(%s)",
+                    ([r.id for r in runs if r.id not in created],),
+                )
+                check_new_runs(runs, await cur.fetchall())
+            if created:
+                await cur.execute(f"SELECT pg_notify('{CHANNEL}', '')")
+        return len(created)
 
     async def get_execution(self, execution_id: str) -> ExecutionRow | None:
         rows = await self.db.select(

@@ -251,6 +251,14 @@ class Store(Protocol):
     async def create_run(self, run: NewExecution) -> tuple[ExecutionRow, bool]:
         """Insert a top-level run unless its id exists; return the row and whether it is new."""
 
+    async def create_runs(self, runs: Sequence[NewExecution]) -> int:
+        """Insert top-level runs in one transaction; how many were new.
+
+        An id that exists with the same workflow and arguments is skipped; taken by
+        anything else, the batch is refused (UsageError) and nothing of it is stored.
+        """
+        ...
+
     async def get_execution(self, execution_id: str) -> ExecutionRow | None:
         """The execution with this id, or None."""
 

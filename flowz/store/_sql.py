@@ -44,6 +44,7 @@ __all__ = [
     "ChangeSignal",
     "cancel_descendants_sql",
     "check_fork_source",
+    "check_new_runs",
     "check_message_target",
     "check_schema_version",
     "dumps_or_none",
@@ -304,6 +305,28 @@ def rate_wait(
     if starts + taken < limits.rate_limit:
         return None  # held back by another limit, not the rate
     return max(0.0, (now if oldest is None else oldest) + limits.rate_period - now)
+
+
+def check_new_runs(runs: Sequence[NewExecution], found: Sequence[Sequence[Any]]) -> None:
+    """Refuse a batch of new runs if an id is taken by another run (rows: id, name, parent, input).
+
+    The same workflow with the same arguments is the same run (starting it again is a
+    no-op); anything else is an error naming the id, and the batch stores nothing.
+    """
+    wanted = {r.id: r for r in runs}
+    for run_id, name, parent_id, stored in found:
+        run = wanted[run_id]
+        if parent_id is not None or name != run.name:
+            raise UsageError(
+                f"the id {run_id!r} already belongs to "
+                f"{'a child execution' if parent_id else f'a run of {name}'}, not of "
+                f"{run.name}: choose other ids (nothing of this batch was stored)"
+            )
+        if loads(stored) != run.input:
+            raise UsageError(
+                f"run {run_id!r} already exists with other arguments: an id names one run; "
+                "choose other ids for new arguments (nothing of this batch was stored)"
+            )
 
 
 def check_fork_source(

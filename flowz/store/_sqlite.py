@@ -72,6 +72,7 @@ from ._sql import (
     cancel_descendants_sql,
     check_fork_source,
     check_message_target,
+    check_new_runs,
     dumps_or_none,
     execution_row,
     fork_statements,
@@ -325,6 +326,24 @@ class SqliteStore:
         if created:
             self._notify()
         return execution_row(row), created
+
+    async def create_runs(self, runs: Sequence[NewExecution]) -> int:
+        now = self.clock.now()
+        with self._tx() as cur:  # the write lock: no one else inserts between check and insert
+            found = [
+                row
+                for chunk in _chunks([r.id for r in runs])
+                for row in cur.execute(
+                    "SELECT id, name, parent_id, input FROM flowz_executions WHERE id IN "
+                    f"({','.join('?' * len(chunk))})",
+                    list(chunk),
+                ).fetchall()
+            ]
+            check_new_runs(runs, found)
+            created = self._insert_executions(cur, runs, now)
+        if created:
+            self._notify()
+        return created
 
     async def get_execution(self, execution_id: str) -> ExecutionRow | None:
         rows = self._read(f"SELECT {_COLUMNS} FROM flowz_executions WHERE id = ?", (execution_id,))
