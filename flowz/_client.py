@@ -435,6 +435,7 @@ class Client:
         if batch < 1:
             raise UsageError(f"batch={batch}: a batch holds at least one run")
         runs = []
+        trace_context = caller_context()  # the same caller for every run
         for item in calls:
             args, kwargs = (
                 (item, {})
@@ -444,7 +445,7 @@ class Client:
                 else ((item,), {})
             )
             check_run_arguments(wf, kwargs)
-            runs.append(self._new_run(wf, args, kwargs, str(uuid.uuid4())))
+            runs.append(self._new_run(wf, args, kwargs, str(uuid.uuid4()), trace_context))
         if ids is not None:
             names = list(ids)
             if len(names) != len(runs):
@@ -473,6 +474,7 @@ class Client:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         run_id: str,
+        trace_context: str | None,
     ) -> NewExecution:
         """The row of a new top-level run of `wf`; its arguments are checked here."""
         payload = wf.definition.codec.dump_args(args, kwargs)
@@ -492,7 +494,7 @@ class Client:
             priority=wf.run_options.priority,
             deadline=min(deadlines, default=None),
             partition_key=wf.run_options.partition,
-            trace_context=caller_context(),
+            trace_context=trace_context,
         )
 
     async def _define_queue(self, wf: DurableFunction[Any, Any]) -> None:
@@ -508,7 +510,7 @@ class Client:
         wf = check_workflow(wf)
         check_run_arguments(wf, kwargs)
         run_id = wf.run_options.id or str(uuid.uuid4())
-        new = self._new_run(wf, args, kwargs, run_id)
+        new = self._new_run(wf, args, kwargs, run_id, caller_context())
         payload = new.input
         await self._define_queue(wf)
         row, created = await self.store.create_run(new)

@@ -329,18 +329,21 @@ class SqliteStore:
 
     async def create_runs(self, runs: Sequence[NewExecution]) -> int:
         now = self.clock.now()
-        with self._tx() as cur:  # the write lock: no one else inserts between check and insert
-            found = [
-                row
-                for chunk in _chunks([r.id for r in runs])
-                for row in cur.execute(
-                    "SELECT id, name, parent_id, input FROM flowz_executions WHERE id IN "
-                    f"({','.join('?' * len(chunk))})",
-                    list(chunk),
-                ).fetchall()
-            ]
-            check_new_runs(runs, found)
+        with self._tx() as cur:  # the write lock: no one inserts between insert and check
             created = self._insert_executions(cur, runs, now)
+            if created < len(runs):
+                # Some ids were taken: by the same runs (fine), or by others (refused, and
+                # the raise rolls the batch back). The rows just inserted match themselves.
+                found = [
+                    row
+                    for chunk in _chunks([r.id for r in runs])
+                    for row in cur.execute(
+                        "SELECT id, name, parent_id, input FROM flowz_executions "
+                        f"WHERE id IN ({','.join('?' * len(chunk))})",
+                        list(chunk),
+                    ).fetchall()
+                ]
+                check_new_runs(runs, found)
         if created:
             self._notify()
         return created
