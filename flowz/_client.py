@@ -35,9 +35,9 @@ from ._runs import (
     journal_info,
     run_info,
 )
-from ._serde import abbreviated, error_line, json_value, load_error
+from ._serde import abbreviated, checked_text, error_line, json_value, load_error
 from ._tracing import caller_context
-from ._types import EntryKind, Kind, Status, json_number, json_object
+from ._types import JSON, EntryKind, Kind, Status, json_number, json_object
 from ._waiting import why_waiting
 from ._worker import PRUNE_BATCH, Worker, queue_limits
 from .errors import (
@@ -200,7 +200,7 @@ class Client:
         Examples:
             >>> await client.send("order-7", "approval", {"approved": True})
         """
-        payload = json_value(value, f"the message on {topic!r}")
+        payload = message(topic, value, idempotency_key)
         return await self.store.send_message(run_id, topic, payload, idempotency_key)
 
     # -- finding and operating runs -----------------------------------------
@@ -324,7 +324,7 @@ class Client:
                 f"{end - 1} (see `flowz journal {run_id}`): fork at 0 to {end}"
             )
         rerun = await self._unfinished_children(run_id, journal, at)
-        new_id = id or str(uuid.uuid4())
+        new_id = checked_text(id, "fork(id=...)") if id else str(uuid.uuid4())
         row = await self.store.fork_run(run_id, new_id, at, rerun)
         return RunHandle._new(row.id, self, None)
 
@@ -447,7 +447,7 @@ class Client:
             check_run_arguments(wf, kwargs)
             runs.append(self._new_run(wf, args, kwargs, str(uuid.uuid4()), trace_context))
         if ids is not None:
-            names = list(ids)
+            names = [checked_text(n, "start_many(ids=...): a run id") for n in ids]
             if len(names) != len(runs):
                 raise UsageError(f"ids: {len(names)} ids for {len(runs)} calls: give one per call")
             if len(set(names)) != len(names):
@@ -573,6 +573,14 @@ def _statuses(status: str | Iterable[str] | None) -> tuple[str, ...]:
         if value not in known:
             raise UsageError(f"status {value!r} is not a run status: use one of {sorted(known)}")
     return tuple(dict.fromkeys(str(Status(v).value) for v in values))
+
+
+def message(topic: str, value: Any, idempotency_key: str | None) -> JSON:
+    """A message's value as stored, its topic and key checked first."""
+    checked_text(topic, "the topic")
+    if idempotency_key is not None:
+        checked_text(idempotency_key, "the idempotency key")
+    return json_value(value, f"the message on {topic!r}")
 
 
 def _run_query(
@@ -751,7 +759,7 @@ class RunHandle(Generic[R]):
         Examples:
             >>> await handle.send("approval", {"approved": True})
         """
-        payload = json_value(value, f"the message on {topic!r}")
+        payload = message(topic, value, idempotency_key)
         async with self._store() as store:
             return await store.send_message(self.id, topic, payload, idempotency_key)
 

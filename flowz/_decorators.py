@@ -28,7 +28,7 @@ from ._registry import (
     import_name,
     journal_name,
 )
-from ._serde import Codec
+from ._serde import Codec, checked_text
 from ._types import Kind
 from .errors import UsageError
 
@@ -108,6 +108,10 @@ class WorkflowFunction(DurableFunction[P, R]):
             raise UsageError(f"options(priority={priority!r}): a priority is a whole number")
         if partition is not None and (not isinstance(partition, str) or not partition):
             raise UsageError(f"options(partition={partition!r}): a partition key is a string")
+        if id is not None:
+            checked_text(id, "options(id=...): the run id")
+        if partition is not None:
+            checked_text(partition, "options(partition=...): the partition key")
         changes: dict[str, Any] = {"id": id, "progress": progress, "deadline": deadline}
         if priority is not None:
             changes["priority"] = priority
@@ -173,7 +177,12 @@ def _definition(
             "flowz reserves for run options (`wf.options(id=..., progress=...)`): rename "
             "the parameter"
         )
-    full_name = name or journal_name(fn)
+    if name is not None and not (isinstance(name, str) and name.strip()):
+        raise UsageError(
+            f"@{kind.value}(name={name!r}): a journal name is a non-empty string; leave it "
+            "out for module:function"
+        )
+    full_name = checked_text(name or journal_name(fn), f"@{kind.value}(name=...)")
     definition = Definition(
         full_name, kind, fn, Codec(fn, f"{kind.value} {full_name}"), is_async, options
     )

@@ -6,7 +6,7 @@ from typing import Any
 
 from ._client import Client
 from ._context import current_context
-from ._serde import json_value
+from ._serde import checked_text, json_value
 from .errors import UsageError
 
 __all__ = ["close_stream", "recv", "send", "set_event", "write_stream"]
@@ -31,7 +31,7 @@ async def recv(topic: str, *, timeout: float | None = None) -> Any:
         )
     if timeout is not None and timeout < 0:
         raise UsageError(f"flowz.recv(timeout={timeout!r}): give seconds >= 0, or None")
-    return await ctx.recv(topic, timeout)
+    return await ctx.recv(checked_text(topic, "flowz.recv(): the topic"), timeout)
 
 
 async def set_event(name: str, value: Any) -> None:
@@ -46,6 +46,7 @@ async def set_event(name: str, value: Any) -> None:
     ctx = current_context()
     if ctx is None:
         raise UsageError("flowz.set_event() works inside a workflow: it sets an event of its run")
+    checked_text(name, "flowz.set_event(): the event's name")
     await ctx.set_event(name, json_value(value, f"the value of event {name!r}"))
 
 
@@ -63,6 +64,7 @@ async def write_stream(name: str, value: Any) -> None:
     ctx = current_context()
     if ctx is None:
         raise UsageError("flowz.write_stream() works inside a workflow: it writes to its run")
+    checked_text(name, "flowz.write_stream(): the stream's name")
     await ctx.write_stream(name, json_value(value, f"a value of stream {name!r}"), False)
 
 
@@ -86,6 +88,9 @@ async def send(run_id: str, topic: str, value: Any, *, idempotency_key: str | No
     Examples:
         >>> await flowz.send("order-7", "approval", {"approved": True})
     """
+    checked_text(topic, "flowz.send(): the topic")
+    if idempotency_key is not None:
+        checked_text(idempotency_key, "flowz.send(): the idempotency key")
     payload = json_value(value, f"the message on {topic!r}")
     ctx = current_context()
     if ctx is not None:

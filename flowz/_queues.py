@@ -71,9 +71,15 @@ class Queue:
     per_partition: int | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name or "," in self.name:
+        if (
+            not isinstance(self.name, str)
+            or not self.name
+            or "," in self.name
+            or "\x00" in self.name
+        ):
             raise UsageError(
-                f"Queue({self.name!r}): a queue's name is a non-empty string without commas"
+                f"Queue({self.name!r}): a queue's name is a non-empty string without commas "
+                "or NUL characters"
             )
         for option in ("concurrency", "per_worker", "per_partition"):
             value = getattr(self, option)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 from pydantic_core import PydanticSerializationError, ValidationError
 
 from ._types import JSON, json_list, json_object
-from .errors import SerializationError, StepFailed
+from .errors import SerializationError, StepFailed, UsageError
 
 if TYPE_CHECKING:
     from pydantic import TypeAdapter
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Codec",
     "abbreviated",
+    "checked_text",
     "dump_error",
     "dumps",
     "error_fields",
@@ -38,6 +39,22 @@ __all__ = [
 def dumps(value: JSON) -> str:
     """JSON text of an already JSON-compatible value (compact, stable)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def checked_text(value: Any, what: str) -> str:
+    """`value` if it is a string both databases store as it is; else a UsageError naming it.
+
+    PostgreSQL cannot store a NUL character in text, so no store takes one: an id,
+    a name, a topic or a key with one is refused the same way on SQLite.
+    """
+    if not isinstance(value, str):
+        raise UsageError(f"{what} {value!r}: give a string")
+    if "\x00" in value:
+        raise UsageError(
+            f"{what} {value[:60]!r} contains a NUL character (\\x00), which the database "
+            "cannot store: remove it"
+        )
+    return value
 
 
 def json_value(value: Any, what: str) -> JSON:

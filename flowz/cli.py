@@ -17,7 +17,7 @@ import anyio
 import typer
 
 from . import __version__
-from ._client import Client, follow_stream
+from ._client import Client, follow_stream, message
 from ._config import Settings, parse_duration, parse_moment, redacted_url
 from ._decorators import WorkflowFunction
 from ._logging import configure as configure_logging
@@ -25,7 +25,7 @@ from ._progress_model import ProgressModel
 from ._queues import Schedule
 from ._registry import Registry, default_registry
 from ._runs import RunInfo
-from ._serde import error_fields, error_line, iso_time, json_value
+from ._serde import error_fields, error_line, iso_time
 from ._types import Status
 from ._waiting import live_workers, queue_state, why_waiting
 from ._worker import serve
@@ -643,10 +643,10 @@ def send(
 
     Example: flowz send order-7 approval --value '{"approved": true}'
     """
-    message = _json_argument(value, "--value")
+    text = _json_argument(value, "--value")
 
     async def deliver(store: Store) -> bool:
-        return await store.send_message(run_id, topic, json_value(message, "--value"), key)
+        return await store.send_message(run_id, topic, message(topic, text, key), key)
 
     if _with_store(_settings(db), deliver):
         typer.echo(f"{run_id}: sent on {topic!r}")

@@ -133,6 +133,11 @@ class PgConnector:
                 "nothing stored was changed. Point FLOWZ_DATABASE_URL at the primary, or "
                 "turn off default_transaction_read_only for this database"
             )
+        if isinstance(exc, psycopg.DataError) and "NUL (0x00)" in reason:
+            return StoreError(
+                "a value holds a NUL character (\\x00), which PostgreSQL cannot store in "
+                "text; nothing was stored: remove it from the id, name, topic or key"
+            )
         if isinstance(exc, PoolTimeout):
             return StoreUnavailableError(
                 f"no PostgreSQL connection came free within {self.pool.timeout:g} s "
