@@ -112,6 +112,7 @@ def browser() -> Iterator[Any]:
 
 
 def test_the_dashboard_in_a_browser(database_url: str, tmp_path: Path, browser: Any) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
@@ -123,6 +124,25 @@ def test_the_dashboard_in_a_browser(database_url: str, tmp_path: Path, browser: 
 
     def shoot(name: str) -> None:  # the page's content, not the empty window below it
         browser.find_element(By.TAG_NAME, "body").screenshot(str(shots / name))
+
+    # Live parts are replaced whenever they change (times move on every refresh), so the
+    # test reads them in one script call and retries a click that raced a replacement.
+    def text_of(css: str) -> str:
+        found = browser.execute_script(
+            "const e = document.querySelector(arguments[0]); return e ? e.textContent : null",
+            css,
+        )
+        assert found is not None, f"nothing matches {css!r}"
+        return str(found)
+
+    def click(css: str) -> None:
+        for _ in range(20):
+            try:
+                browser.find_element(By.CSS_SELECTOR, css).click()
+                return
+            except StaleElementReferenceException:
+                continue
+        raise AssertionError(f"{css!r} kept being replaced")
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -186,28 +206,28 @@ def test_the_dashboard_in_a_browser(database_url: str, tmp_path: Path, browser: 
 
         # Cancel, behind a confirmation.
         browser.get(base + "/runs/waits-1")
-        browser.find_element(By.ID, "action-cancel").click()
+        click("#action-cancel")
         wait.until(expected_conditions.alert_is_present())
         assert "Cancel waits-1" in browser.switch_to.alert.text
         browser.switch_to.alert.accept()
         wait.until(lambda d: status_shown() == "cancelled")
-        assert "cancelled: 1 execution(s)" in browser.find_element(By.CSS_SELECTOR, "p.notice").text
+        assert "cancelled: 1 execution(s)" in text_of("p.notice")
 
         # The failed run, its failed child and the probe in arguments and errors.
         browser.get(base + "/runs/breaks-1")
-        assert "ValueError" in browser.find_element(By.ID, "run-error").text
+        assert "ValueError" in text_of("#run-error")
         browser.get(base + "/failed/breaks-1")
-        table = browser.find_element(By.CSS_SELECTOR, "table.failures").text
+        table = text_of("table.failures")
         assert "breaks-1/1/0" in table and 'onerror="window.__xss = 2"' in table
         assert browser.execute_script("return window.__xss") is None
         shoot(f"ui-failed-{store_name}.png")
 
         browser.get(base + "/workers")
-        assert "live" in browser.find_element(By.CSS_SELECTOR, "table.workers").text
+        assert "live" in text_of("table.workers")
         shoot(f"ui-workers-{store_name}.png")
         browser.get(base + "/queues")
-        assert "ui-api" in browser.find_element(By.CSS_SELECTOR, "table.queues").text
-        assert "0 3 * * *" in browser.find_element(By.CSS_SELECTOR, "table.schedules").text
+        assert "ui-api" in text_of("table.queues")
+        assert "0 3 * * *" in text_of("table.schedules")
         shoot(f"ui-queues-{store_name}.png")
         assert browser.execute_script("return window.__xss") is None
     finally:
