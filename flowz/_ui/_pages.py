@@ -176,7 +176,7 @@ class RunView:
 
 
 async def load_run(client: Client, run_id: str, lease_seconds: float) -> RunView:
-    """The run page's data: a bounded number of reads, however wide its gathers."""
+    """The run page's data: the tree's rows in one read, and at most JOURNALS_READ journals."""
     store = client.store
     row = await store.get_execution(run_id)
     if row is None:
