@@ -7,17 +7,23 @@ FlowzError) and stores nothing. The SQLite file passes its integrity check after
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
 import flowz
 from flowz import Client, Settings, workflow
+from flowz.cli import app
+
+ROOT = Path(__file__).parents[1]
 
 pytestmark = [pytest.mark.timeout(300)]
 
@@ -157,3 +163,28 @@ def test_a_nul_character_is_refused_the_same_way_on_both_stores(url: str) -> Non
         assert await c.count_runs() == {flowz.Status.PENDING: 1}
 
     with_client(url, send)
+
+
+@FUZZ
+@given(run_id=typed, order=typed, topic=typed)
+def test_the_command_line_takes_any_id_input_and_topic_or_refuses_it(
+    url: str, monkeypatch: pytest.MonkeyPatch, run_id: str, order: str, topic: str
+) -> None:
+    """`flowz start --id --input` then `flowz status --json` and `flowz send`, in process."""
+    monkeypatch.chdir(ROOT)
+    runner = CliRunner()
+    started = runner.invoke(
+        app, ["start", "tests.cli_app:approval", "--input", json.dumps([order]), f"--id={run_id}"]
+    )
+    if started.exit_code != 0:
+        one_line(started.exception or AssertionError(started.output))
+        return
+    shown_id = started.output.removesuffix("\n")  # the id, as given (or a new uuid4)
+    assert shown_id == run_id or (not run_id and len(shown_id) == 36)
+    status = runner.invoke(app, ["status", "--json", "--", shown_id])  # ids may start with -
+    assert status.exit_code == 2, status.output  # pending: not finished
+    shown = json.loads(status.output)
+    assert shown["id"] == shown_id and shown["workflow"] == "tests.cli_app:approval"
+    sent = runner.invoke(app, ["send", "--value", json.dumps(order), "--", shown_id, topic])
+    if sent.exit_code != 0:
+        one_line(sent.exception or AssertionError(sent.output))
