@@ -67,6 +67,9 @@ class LiveHub:
                 self._changed.set()
                 self._changed = anyio.Event()
                 self._cache.clear()
+                # Pages no one renders now need no lock: the table stays as small as the
+                # set of pages open, however many were opened since the start.
+                self._locks = {k: lock for k, lock in self._locks.items() if lock.locked()}
             await anyio.sleep(self.min_interval)
             if self._spent > self.min_interval * self.share:
                 await anyio.sleep(self._spent / self.share - self.min_interval)
