@@ -81,20 +81,31 @@ def most_at_once(spans: list[tuple[float, float]]) -> int:
     return peak
 
 
-async def run_fan(url: str, kind: str, n: int, seconds: float) -> int:
+async def run_fan(url: str, kind: str, n: int, seconds: float, run: str = "") -> int:
     async with Client(url) as client:
-        handle = await client.start(queues_app.fan.options(id=f"{kind}-fan"), kind, n, seconds)
+        fan = queues_app.fan.options(id=f"{kind}-fan{run}")
+        handle = await client.start(fan, kind, n, seconds)
         return await handle.result(timeout=150)
 
 
 async def test_concurrency_holds_across_four_workers(
     database_url: str, effects: Path, fleet: list[subprocess.Popen[bytes]]
 ) -> None:
-    assert await run_fan(database_url, "api", 300, 0.02) == sum(range(300))
-    done = rows(effects, "api")
-    assert len(done) == 300
-    assert most_at_once([(r[2], r[3]) for r in done]) <= 3
-    assert len({r[0] for r in done}) > 1  # the fleet shared the work
+    # The limit is only tested across workers if several took part: the worker whose step
+    # just ended often claims the freed slot first, so a fan may run on one process alone.
+    # Then another fan runs (three fans on one process alone never came up).
+    for attempt in range(3):
+        if effects.exists():  # the last fan's steps: not this one's
+            with sqlite3.connect(effects) as db:
+                db.execute("DELETE FROM effects WHERE kind = 'api'")
+        assert await run_fan(database_url, "api", 300, 0.02, f"-{attempt}") == sum(range(300))
+        done = rows(effects, "api")
+        assert len(done) == 300
+        assert most_at_once([(r[2], r[3]) for r in done]) <= 3
+        if len({r[0] for r in done}) > 1:  # the fleet shared the work
+            break
+    else:
+        raise AssertionError("three fans each ran on one worker: the fleet never shared work")
 
 
 async def test_per_worker_and_per_partition_hold(
