@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._client import Client
+from ._client import Client, message
 from ._context import current_context
 from ._serde import checked_text, json_value
 from .errors import UsageError
@@ -88,10 +88,7 @@ async def send(run_id: str, topic: str, value: Any, *, idempotency_key: str | No
     Examples:
         >>> await flowz.send("order-7", "approval", {"approved": True})
     """
-    checked_text(topic, "flowz.send(): the topic")
-    if idempotency_key is not None:
-        checked_text(idempotency_key, "flowz.send(): the idempotency key")
-    payload = json_value(value, f"the message on {topic!r}")
+    payload = message(topic, value, idempotency_key)
     ctx = current_context()
     if ctx is not None:
         await ctx.send(run_id, topic, payload, idempotency_key)
