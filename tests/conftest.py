@@ -9,11 +9,23 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from flowz import Settings
 from flowz.store import SqliteStore, Store, open_store
 
 POSTGRES_URL = os.environ.get("FLOWZ_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test")
+
+
+# `pytest --hypothesis-profile long`: the hand-run depth of the model-based store tests.
+hypothesis_settings.register_profile(
+    "long",
+    max_examples=3000,
+    stateful_step_count=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 
 
 def with_database(url: str, name: str) -> str:

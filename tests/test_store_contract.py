@@ -316,6 +316,19 @@ async def test_a_failed_child_wakes_the_parent_at_once(store: Store) -> None:
     assert statuses == ["succeeded", "failed", "running"]
 
 
+async def test_a_woken_wait_is_not_woken_again_by_the_rest_of_its_children(store: Store) -> None:
+    # Found by the model-based test: a failed child woke the parent, which then waited
+    # on a message; a sibling of that gather failing later woke it again.
+    await suspended_parent(store, 2)
+    first, second = await store.claim("w1", ["child"], "default", 5, 30)
+    await store.finish(first.fence, "failed", None, {"type": "x:E", "message": "no"})
+    parent = await claim_one(store, names=["wf"])
+    assert await store.receive(parent, 2, "t", None) == (False, None)
+    await store.finish(second.fence, "failed", None, {"type": "x:E", "message": "no"})
+    row = await store.get_execution("r1")
+    assert row is not None and row.status == "waiting", "woken by the gather it left"
+
+
 async def test_a_child_outside_the_current_wait_does_not_wake_the_parent(store: Store) -> None:
     await store.create_run(run_factory())
     fence = await claim_one(store, names=["wf"])

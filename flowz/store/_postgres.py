@@ -815,7 +815,10 @@ class PostgresStore:
                     "status = CASE WHEN %(failed)s OR wait_count - %(n)s <= 0 THEN 'pending' "
                     "ELSE status END, "
                     f"run_at = CASE WHEN %(failed)s OR wait_count - %(n)s <= 0 THEN {_NOW} "
-                    f"ELSE run_at END, updated_at = {_NOW} "
+                    f"ELSE run_at END, updated_at = {_NOW}, "
+                    # Woken once: children of that wait that end later find nothing to wake.
+                    "wait_position = CASE WHEN %(failed)s OR wait_count - %(n)s <= 0 THEN NULL "
+                    "ELSE wait_position END "
                     "WHERE id = %(id)s AND status = 'waiting' AND wait_position = %(at)s",
                     [
                         {"id": parent, "at": at, "n": n, "failed": failed > 0}

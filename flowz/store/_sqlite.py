@@ -866,7 +866,9 @@ class SqliteStore:
                 cur.execute(
                     "UPDATE flowz_executions SET wait_count = wait_count - 1, "
                     f"status = CASE WHEN {wake_now} THEN 'pending' ELSE status END, "
-                    f"run_at = CASE WHEN {wake_now} THEN ? ELSE run_at END, updated_at = ? "
+                    f"run_at = CASE WHEN {wake_now} THEN ? ELSE run_at END, updated_at = ?, "
+                    # Woken once: children of that wait that end later find nothing to wake.
+                    f"wait_position = CASE WHEN {wake_now} THEN NULL ELSE wait_position END "
                     "WHERE id = ? AND status = 'waiting' AND wait_position = ?",
                     (now, now, parent_id, awaited_at),
                 )
