@@ -133,6 +133,8 @@ class Worker:
         # flight is never cancelled by a stop (that would cost the pool its connection).
         self._idle: anyio.CancelScope | None = None
         self._reaped_at = -math.inf
+        # When a heartbeat last renewed this worker's leases (monotonic).
+        self._renewed_at = time.monotonic()
         self._registered: list[str] = []
         self._prune_at = -math.inf
         self._unknown_at = -math.inf
@@ -420,7 +422,7 @@ class Worker:
             with scope:
                 await execute(self.store, self.registry.get(claim.execution.name), claim, self.bus)
             if scope.cancelled_caught:
-                log.info("%s was cancelled or taken over: stopped it", claim.execution.id)
+                await self._lost(claim)
         except LeaseLost:
             await self._lost(claim)
         except anyio.get_cancelled_exc_class():
@@ -450,17 +452,29 @@ class Worker:
             self._slot_freed = anyio.Event()
 
     async def _lost(self, claim: Claim) -> None:
-        """Log why a write found the execution no longer this worker's.
+        """Log why this worker stopped an execution it no longer holds.
 
-        Cancelled is expected; a takeover by another worker (this one stalled past its
-        lease) is a warning.
+        Cancelled is expected; a lease that lapsed (the database was out of reach) or a
+        takeover by another worker (this one stalled past its lease) is a warning.
         """
+        lease = self.settings.lease_seconds
+        # Its lease ran from the later of the claim and the last heartbeat that got through.
+        unrenewed = min(time.monotonic() - self._renewed_at, claim.now() - claim.db_now)
         with anyio.CancelScope(shield=True):
             try:
                 row = await self.store.get_execution(claim.execution.id)
             except StoreError:
                 row = None
-        if row is not None and row.lease_owner not in (None, self.id):
+        if unrenewed > lease:
+            log.warning(
+                "%s: this worker lost its lease (no heartbeat reached the database for %.0f s, "
+                "longer than the %g s lease) and another worker may have taken it over: its "
+                "outcome here is dropped",
+                claim.execution.id,
+                unrenewed,
+                lease,
+            )
+        elif row is not None and row.lease_owner not in (None, self.id):
             log.warning(
                 "%s was taken over by worker %s (this one held it past its lease): its "
                 "outcome here is dropped",
@@ -508,6 +522,7 @@ class Worker:
                 held = await self.store.heartbeat(
                     self.id, self.settings.lease_seconds, list(running)
                 )
+                self._renewed_at = time.monotonic()
                 self._stop(running, set(running) - held)
                 await self.reap()
                 await self._prune()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from pathlib import Path
 
 import anyio
 
@@ -74,3 +75,20 @@ async def mixed(run: str, width: int) -> list[int | str]:
 def expected(run: str, width: int) -> list[int | str]:
     squares = sum(i * i for i in range(width))
     return [f"{run}:a", squares, sum((100 + j) ** 2 for j in range(3)), f"{run}:f", f"{run}:b"]
+
+
+@step
+async def held(tag: str) -> int:
+    """Say it started, wait until the test opens this process's gate, return the pid."""
+    pid = os.getpid()
+    effect("held", f"{tag}:{pid}")
+    gate = Path(f"{os.environ['FAULT_EFFECTS_DB']}.gate-{pid}")
+    while not gate.exists():  # another process opens it: a file is the event here
+        await anyio.sleep(0.05)
+    effect("held-done", f"{tag}:{pid}")
+    return pid
+
+
+@workflow
+async def gated(tag: str) -> int:
+    return await held(tag)

@@ -50,14 +50,14 @@ def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
-async def check_run(run_id: str) -> object:
+async def check_run(run_id: str, width: int = WIDTH) -> object:
     """The run's result; asserts every execution ended and every journal entry succeeded."""
     store = await open_store(Settings.from_env())
     try:
         rows = await store.list_executions(run_id)
         assert {r.status for r in rows} == {"succeeded"}, [(r.id, r.status) for r in rows]
         # the root, WIDTH children, the nested workflow and its 3 children
-        assert len(rows) == 1 + WIDTH + 1 + 3
+        assert len(rows) == 1 + width + 1 + 3
         for row in rows:
             if row.kind == "workflow":
                 journal = await store.read_journal(row.id)

@@ -8,6 +8,8 @@ first opened.
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
@@ -33,6 +35,12 @@ T = TypeVar("T")
 CHANNEL = "flowz_changed"
 _RELISTEN_SECONDS = 0.5  # pause before reconnecting a broken LISTEN connection
 _RETRIES = 3  # attempts of one operation when the connection breaks (server restart)
+# This process's own NOTIFY comes back on its LISTEN connection within this, or that
+# connection is deaf (dropped without a word, as a partition or a NAT timeout does): a
+# new one replaces it. TCP keepalive cannot tell: a proxy in between still answers it.
+_ECHO_SECONDS = 5.0
+
+log = logging.getLogger("flowz")
 
 Cursor = psycopg.AsyncCursor[Any]
 
@@ -59,6 +67,7 @@ class PgConnector:
         self._listener: psycopg.AsyncConnection[Any] | None = None
         self._listening_on: psycopg.AsyncConnection[Any] | None = None  # LISTEN sent here
         self._reading = False  # a waiter reads the LISTEN connection
+        self._echo_due: float | None = None  # when our own NOTIFY must have come back
 
     def safe_url(self) -> str:
         """The URL without its password."""
@@ -169,6 +178,15 @@ class PgConnector:
             await self.pool.check()
 
     # -- the change signal ------------------------------------------------------
+    def expect_echo(self) -> None:
+        """This process sent a NOTIFY: its LISTEN connection must hear it soon.
+
+        Said when the NOTIFY is sent; a transaction that then rolls back costs at most
+        one early reconnect, if nothing else is heard meanwhile.
+        """
+        if self._echo_due is None:
+            self._echo_due = time.monotonic() + _ECHO_SECONDS
+
     def notify_local(self) -> None:
         """This process committed a change: wake its own waiters at once."""
         self.changes.notify()
@@ -197,13 +215,27 @@ class PgConnector:
                 return
             if self.changes.generation != mark:  # (re)connecting counts as a change
                 return
+            due = self._echo_due
+            budget = None if due is None else max(0.05, due - time.monotonic())
+            heard = False
             try:
-                async for _ in listener.notifies(stop_after=1):
-                    pass
+                async for _ in listener.notifies(timeout=budget, stop_after=1):
+                    heard = True
             except (psycopg.Error, OSError):
                 self._listener = None
                 await listener.close()
                 return
+            if not heard:  # only after `budget`: a cancelled wait does not get here
+                log.warning(
+                    "flowz: the LISTEN connection to %s did not hear this worker's own "
+                    "notification within %g s: replacing it (polling meanwhile)",
+                    self.safe_url(),
+                    _ECHO_SECONDS,
+                )
+                self._listener = None
+                await listener.close()
+                return
+            self._echo_due = None
             self.changes.notify()
         finally:
             self._reading = False
@@ -224,6 +256,7 @@ class PgConnector:
             self._listener = None
             return None
         self._listening_on = listener
+        self._echo_due = None  # what was sent before this LISTEN never comes back
         # What changed while nobody listened is for the waiters to look at.
         self.changes.notify()
         return listener

@@ -180,10 +180,10 @@ class PostgresStore:
         await cur.execute(_INSERT_EXECUTIONS, _insert_params(executions))
         return cur.rowcount
 
-    @staticmethod
-    async def _announce(cur: Cursor) -> None:
+    async def _announce(self, cur: Cursor) -> None:
         """Wake listening workers when this transaction commits."""
         await cur.execute(f"NOTIFY {CHANNEL}")
+        self.db.expect_echo()
 
     # -- lifecycle ----------------------------------------------------------
     async def schema_version(self) -> int | None:
