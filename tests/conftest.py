@@ -47,6 +47,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=30,
         help="seeded kill -9 iterations per store in tests/test_faults.py (default 30)",
     )
+    parser.addoption(
+        "--soak-minutes",
+        type=float,
+        default=2.0,
+        help="how long `pytest -m soak` runs workflows and kills workers (default 2)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The soak runs only when asked for by name (`-m soak`): it is for hand runs."""
+    if "soak" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason="a hand-run soak: pytest -m soak --soak-minutes 30")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture
