@@ -16,6 +16,14 @@ import flowz
 from flowz import gather_durable, step, workflow
 
 
+def create_effects_db(path: Path) -> Path:
+    """The side table the workers' steps write to (FAULT_EFFECTS_DB)."""
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE fault_effects (kind TEXT, key TEXT, pid INT)")
+    return path
+
+
 def effect(kind: str, key: str) -> None:
     db = sqlite3.connect(os.environ["FAULT_EFFECTS_DB"], timeout=30)
     try:

@@ -209,43 +209,34 @@ class FaultyProxy:
         *,
         upstream: bool,
     ) -> None:
+        """Pass chunks on, with the latency, triggers and blackhole in force."""
         try:
-            await self._forward(conn, reader, writer, upstream=upstream)
+            while True:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    writer.close()
+                    return
+                if upstream:
+                    if self.latency:
+                        await asyncio.sleep(self.latency)
+                    if not self._inspect(conn, chunk):
+                        self._abort(conn)  # dropped unsent
+                        return
+                while not conn.flowing.is_set() and not self._passes(conn, chunk, upstream):
+                    await conn.flowing.wait()
+                if upstream:
+                    conn.passed += 1
+                elif not conn.ready and _READY in chunk:
+                    conn.ready = True
+                elif self._let_through is not None and self._let_through in conn.sent:
+                    self._answers[self._let_through] = self._answers.get(self._let_through, 0) + 1
+                if not upstream and conn.reset_on_reply.is_set():
+                    self._abort(conn)  # the server answered: the client never hears it
+                    return
+                writer.write(chunk)
+                await writer.drain()
         except OSError:  # reset, by a side or by this proxy: the other pump sees it too
             self._abort(conn)
-
-    async def _forward(
-        self,
-        conn: Connection,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        *,
-        upstream: bool,
-    ) -> None:
-        while True:
-            chunk = await reader.read(65536)
-            if not chunk:
-                writer.close()
-                return
-            if upstream:
-                if self.latency:
-                    await asyncio.sleep(self.latency)
-                if not self._inspect(conn, chunk):
-                    self._abort(conn)  # dropped unsent
-                    return
-            while not conn.flowing.is_set() and not self._passes(conn, chunk, upstream):
-                await conn.flowing.wait()
-            if upstream:
-                conn.passed += 1
-            elif not conn.ready and _READY in chunk:
-                conn.ready = True
-            elif self._let_through is not None and self._let_through in conn.sent:
-                self._answers[self._let_through] = self._answers.get(self._let_through, 0) + 1
-            if not upstream and conn.reset_on_reply.is_set():
-                self._abort(conn)  # the server answered: the client never hears it
-                return
-            writer.write(chunk)
-            await writer.drain()
 
     def _passes(self, conn: Connection, chunk: bytes, upstream: bool) -> bool:
         """Whether a chunk passes a blackhole: only through `let_through`."""

@@ -33,6 +33,21 @@ WIDTH = 50
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
+def worker_env(
+    url: str, effects_db: Path, *, lease: float = 3, poll: float = 0.5, **more: str
+) -> dict[str, str]:
+    """The environment of a `flowz worker tests.fault_app` process."""
+    return {
+        **os.environ,
+        "FLOWZ_DATABASE_URL": url,
+        "FAULT_EFFECTS_DB": str(effects_db),
+        "FLOWZ_LEASE_SECONDS": str(lease),
+        "FLOWZ_POLL_SECONDS": str(poll),
+        "FLOWZ_CONCURRENCY": "16",
+        **more,
+    }
+
+
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """Start a worker and return once it is up (its signal handlers are in place)."""
     with log.open("ab") as out:
@@ -77,18 +92,8 @@ def test_random_kills_lose_nothing(
         if engine == "postgres"
         else f"sqlite:///{tmp_path / 'faults.db'}"
     )
-    effects_db = tmp_path / "effects.db"
-    with sqlite3.connect(effects_db) as db:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("CREATE TABLE fault_effects (kind TEXT, key TEXT, pid INT)")
-    env = {
-        **os.environ,
-        "FLOWZ_DATABASE_URL": url,
-        "FAULT_EFFECTS_DB": str(effects_db),
-        "FLOWZ_LEASE_SECONDS": "3",
-        "FLOWZ_POLL_SECONDS": "0.5",
-        "FLOWZ_CONCURRENCY": "16",
-    }
+    effects_db = fault_app.create_effects_db(tmp_path / "effects.db")
+    env = worker_env(url, effects_db)
     monkeypatch.setenv("FLOWZ_DATABASE_URL", url)
     monkeypatch.setenv("FLOWZ_POLL_SECONDS", "0.2")
     logs = [tmp_path / "w0.log", tmp_path / "w1.log"]

@@ -25,7 +25,7 @@ import pytest
 
 from tests import fault_app
 from tests.netproxy import FaultyProxy, wait_for
-from tests.test_faults import check_run, start_worker
+from tests.test_faults import check_run, start_worker, worker_env
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -34,11 +34,7 @@ WIDTH = 20
 
 @pytest.fixture
 def effects_db(tmp_path: Path) -> Path:
-    path = tmp_path / "effects.db"
-    with sqlite3.connect(path) as db:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("CREATE TABLE fault_effects (kind TEXT, key TEXT, pid INT)")
-    return path
+    return fault_app.create_effects_db(tmp_path / "effects.db")
 
 
 @pytest.fixture
@@ -53,19 +49,6 @@ def direct_url(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
 def proxy(direct_url: str) -> Iterator[FaultyProxy]:
     with FaultyProxy(urlsplit(direct_url).port or 5432) as running:
         yield running
-
-
-def worker_env(
-    url: str, effects_db: Path, *, lease: float = 3, poll: float = 0.5
-) -> dict[str, str]:
-    return {
-        **os.environ,
-        "FLOWZ_DATABASE_URL": url,
-        "FAULT_EFFECTS_DB": str(effects_db),
-        "FLOWZ_LEASE_SECONDS": str(lease),
-        "FLOWZ_POLL_SECONDS": str(poll),
-        "FLOWZ_CONCURRENCY": "16",
-    }
 
 
 @contextmanager

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,7 +25,7 @@ import psycopg
 import pytest
 
 from tests import fault_app
-from tests.test_faults import start_worker
+from tests.test_faults import start_worker, worker_env
 
 pytestmark = [pytest.mark.soak, pytest.mark.postgres, pytest.mark.timeout(0)]
 
@@ -59,19 +58,8 @@ def test_soak(
 ) -> None:
     minutes: float = request.config.getoption("--soak-minutes")
     rng = random.Random(os.environ.get("FLOWZ_SOAK_SEED", "soak"))
-    effects_db = tmp_path / "effects.db"
-    with sqlite3.connect(effects_db) as db:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("CREATE TABLE fault_effects (kind TEXT, key TEXT, pid INT)")
-    env = {
-        **os.environ,
-        "FLOWZ_DATABASE_URL": postgres_url,
-        "FAULT_EFFECTS_DB": str(effects_db),
-        "FLOWZ_LEASE_SECONDS": "3",
-        "FLOWZ_POLL_SECONDS": "0.5",
-        "FLOWZ_CONCURRENCY": "16",
-        "FLOWZ_POOL_SIZE": str(POOL_SIZE),
-    }
+    effects_db = fault_app.create_effects_db(tmp_path / "effects.db")
+    env = worker_env(postgres_url, effects_db, FLOWZ_POOL_SIZE=str(POOL_SIZE))
     monkeypatch.setenv("FLOWZ_DATABASE_URL", postgres_url)
     logs = [tmp_path / f"w{i}.log" for i in range(3)]
     workers = [start_worker(env, log) for log in logs]
