@@ -138,11 +138,17 @@ def _rss_kib(pid: int, field: str) -> int:
 
 
 def with_worker_processes(
-    url: str, n: int, workers: int, memory: dict[str, float] | None = None
+    url: str,
+    n: int,
+    workers: int,
+    memory: dict[str, float] | None = None,
+    *,
+    timeout: float = 300,
 ) -> float:
     """Start `workers` flowz worker processes, enqueue a gather of n, wait for its result.
 
-    With `memory`, records how much the first worker's peak RSS grew during the run (MB).
+    With `memory`, records how much the first worker's peak RSS grew during the run (MB),
+    with one worker, and the highest peak RSS of the workers (MB), with any number.
     """
     os.environ["FLOWZ_DATABASE_URL"] = url
     create_schema(url)  # before the workers race for it
@@ -163,7 +169,7 @@ def with_worker_processes(
         async def run() -> tuple[int, float]:
             started = time.perf_counter()
             handle = await fan.start(n)
-            result = await handle.result(timeout=300)
+            result = await handle.result(timeout=timeout)
             return result, time.perf_counter() - started
 
         before = _rss_kib(procs[0].pid, "VmRSS")
@@ -171,6 +177,8 @@ def with_worker_processes(
         assert result == sum(range(n)), result
         if memory is not None and workers == 1:
             memory["rss_growth_mb"] = (_rss_kib(procs[0].pid, "VmHWM") - before) / 1024
+        if memory is not None:
+            memory["peak_rss_mb"] = max(_rss_kib(p.pid, "VmHWM") for p in procs) / 1024
         return stage(f"gather of {n} on {workers} worker process(es)", elapsed)
     finally:
         for proc in procs:

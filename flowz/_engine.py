@@ -10,7 +10,7 @@ import functools
 import math
 import random
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import anyio
@@ -45,7 +45,14 @@ from .errors import (
     UnknownWorkflowError,
     UsageError,
 )
-from .store._protocol import Claim, ExecutionRow, JournalEntry, NewExecution, Store
+from .store._protocol import (
+    ChildOutcome,
+    Claim,
+    ExecutionRow,
+    JournalEntry,
+    NewExecution,
+    Store,
+)
 
 __all__ = [
     "INLINE_RETRY_LIMIT",
@@ -470,12 +477,11 @@ class _Attempt(ExecutionContext):
 
     async def _first_ended(self, handles: Sequence[StepHandle[Any]]) -> int | None:
         """The index of the handle whose child ended first (then the lowest index), or None."""
-        rows = await self.store.child_results(self.row.id, sorted({h.position for h in handles}))
-        by_key = {(r.position, r.child_index): r for r in rows}
+        index_of = {(h.position, h.index): i for i, h in enumerate(handles)}
         ended = [
-            (row.finished_at or 0.0, i)
-            for i, handle in enumerate(handles)
-            if (row := by_key.get((handle.position, handle.index))) is not None
+            (row.finished_at or 0.0, index_of[key])
+            async for row in _outcomes(self.store, self.row.id, handles)
+            if (key := (row.position, row.child_index)) in index_of
             and Status(row.status).is_terminal
         ]
         return min(ended)[1] if ended else None
@@ -630,33 +636,56 @@ def _timeout_error(row: ExecutionRow) -> RunTimeoutError:
     )
 
 
+#: Children read per page when a parent collects a gather's results.
+_OUTCOMES_PAGE = 1000
+
+
 async def children_results(
     store: Store, parent_id: str, handles: Sequence[StepHandle[Any]], return_exceptions: bool
 ) -> list[Any] | None:
     """The children's results in handle order, or None while one is still unfinished.
 
     A failed or cancelled child's error is raised (or, with `return_exceptions`, put
-    in its place), even while another is unfinished: the workflow fails fast.
+    in its place), even while another is unfinished: the workflow fails fast. The
+    children are read a page at a time, so a gather of 100,000 never holds 100,000
+    rows at once, only its results.
     """
-    rows = await store.child_results(parent_id, sorted({h.position for h in handles}))
-    by_key = {(r.position, r.child_index): r for r in rows}
-    results: list[Any] = []
-    unfinished = False
-    for handle in handles:
-        row = by_key.get((handle.position, handle.index))
-        if row is not None and row.status == Status.SUCCEEDED:
-            results.append(handle.definition.codec.load_result(row.output))
-        elif row is not None and row.status in (Status.FAILED, Status.CANCELLED):
-            error = _child_error(row)
-            if not return_exceptions:
-                raise error
-            results.append(error)
-        else:
-            unfinished = True
-    return None if unfinished else results
+    at = {(h.position, h.index): i for i, h in enumerate(handles)}
+    results: list[Any] = [None] * len(handles)
+    ended = 0
+    failed: list[tuple[int, BaseException]] = []
+    async for row in _outcomes(store, parent_id, handles):
+        i = at.get((row.position, row.child_index))
+        if i is None:
+            continue  # a child of the same positions that this wait does not ask for
+        if row.status == Status.SUCCEEDED:
+            results[i] = handles[i].definition.codec.load_result(row.output)
+            ended += 1
+        elif row.status in (Status.FAILED, Status.CANCELLED):
+            results[i] = _child_error(row)
+            failed.append((i, results[i]))
+            ended += 1
+    if failed and not return_exceptions:
+        raise min(failed, key=lambda f: f[0])[1]  # the first failed handle, in call order
+    return results if ended == len(handles) else None
 
 
-def _child_error(row: ExecutionRow) -> BaseException:
+async def _outcomes(
+    store: Store, parent_id: str, handles: Sequence[StepHandle[Any]]
+) -> AsyncIterator[ChildOutcome]:
+    """The outcomes of the children at the handles' positions, a page at a time."""
+    positions = sorted({h.position for h in handles})
+    after: tuple[int, int] | None = None
+    while True:
+        page = await store.child_outcomes(parent_id, positions, after, _OUTCOMES_PAGE)
+        for row in page:
+            yield row
+        if len(page) < _OUTCOMES_PAGE:
+            return
+        after = (page[-1].position, page[-1].child_index)
+
+
+def _child_error(row: ChildOutcome) -> BaseException:
     if row.status == Status.CANCELLED:
         return RunCancelledError(f"child {row.name} ({row.id}) was cancelled")
     return load_error(row.error)

@@ -134,6 +134,20 @@ def test_return_exceptions_returns_errors_in_place_after_all_children_end(
     assert flowz.run(fan_return_exceptions, 3) == ["0", "ChildError", "20"]
 
 
+def test_results_of_a_gather_wider_than_a_page_come_back_in_call_order(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flowz._engine
+
+    # A parent reads its children a page at a time: pages of 4 over 11 children,
+    # two of them failed on pages of their own, in place, in call order.
+    monkeypatch.setattr(flowz._engine, "_OUTCOMES_PAGE", 4)
+    failures_left[5] = failures_left[9] = 1
+    expected = [str(10 * i) for i in range(11)]
+    expected[5] = expected[9] = "ChildError"
+    assert flowz.run(fan_return_exceptions, 11) == expected
+
+
 @workflow
 async def leaf(x: int) -> int:
     a, b = await gather_durable(double(x), double(x + 1))

@@ -350,6 +350,35 @@ async def test_a_child_outside_the_current_wait_does_not_wake_the_parent(store: 
     assert parent is not None and parent.status == "pending"
 
 
+async def test_child_outcomes_are_read_in_pages_by_position_and_index(store: Store) -> None:
+    await store.create_run(run_factory())
+    fence = await claim_one(store, names=["wf"])
+    await store.schedule_children(
+        fence,
+        [JournalEntry(p, "gather", "child", "scheduled", output={"width": 3}) for p in (0, 1, 2)],
+        [child_factory("r1", p, i) for p in (0, 1, 2) for i in range(3)],
+    )
+    for claim in await store.claim("w1", ["child"], "default", 20, 30):
+        if claim.execution.position == 1:
+            await store.finish(claim.fence, "succeeded", {"i": claim.execution.child_index}, None)
+    pages, after = [], None
+    while True:
+        page = await store.child_outcomes("r1", [1, 2], after, 2)
+        pages.append([(o.position, o.child_index) for o in page])
+        if len(page) < 2:
+            break
+        after = (page[-1].position, page[-1].child_index)
+    assert pages == [[(1, 0), (1, 1)], [(1, 2), (2, 0)], [(2, 1), (2, 2)], []]
+    [first] = await store.child_outcomes("r1", [1], None, 1)
+    assert (first.id, first.name, first.status, first.output) == (
+        "r1/1/0",
+        "child",
+        "succeeded",
+        {"i": 0},
+    )
+    assert first.error is None and first.finished_at is not None
+
+
 async def test_retry_later_counts_the_attempt_and_delays_it(store: Store) -> None:
     await suspended_parent(store, 1)
     [child] = await store.claim("w1", ["child"], "default", 5, 30)

@@ -21,6 +21,7 @@ from ..errors import RunNotFoundError, StoreError
 from ._batch import Finish, GroupCommit, Pending
 from ._pg_connection import CHANNEL, Cursor, PgConnector, retried
 from ._protocol import (
+    ChildOutcome,
     Claim,
     ExecutionRow,
     Fence,
@@ -62,6 +63,8 @@ from ._sql import (
     check_fork_source,
     check_message_target,
     check_new_runs,
+    child_outcome,
+    child_outcomes_sql,
     dumps_or_none,
     execution_row,
     fork_statements,
@@ -717,6 +720,16 @@ class PostgresStore:
             (parent_id, list(positions)),
         )
         return [execution_row(r) for r in rows]
+
+    async def child_outcomes(
+        self, parent_id: str, positions: Sequence[int], after: tuple[int, int] | None, limit: int
+    ) -> list[ChildOutcome]:
+        first, index = after if after is not None else (-1, -1)
+        rows = await self.db.select(
+            child_outcomes_sql("%s", "position = ANY(%s)"),
+            (parent_id, list(positions), first, index, limit),
+        )
+        return [child_outcome(r) for r in rows]
 
     @retried
     async def cancel_child(self, fence: Fence, entry: JournalEntry, child_id: str) -> None:

@@ -10,6 +10,7 @@ from typing import Protocol
 from .._types import JSON
 
 __all__ = [
+    "ChildOutcome",
     "Claim",
     "ExecutionRow",
     "Fence",
@@ -94,6 +95,20 @@ class ExecutionRow:
     deadline: float | None = None
     partition_key: str | None = None
     trace_context: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChildOutcome:
+    """What a parent reads of one child: where it is, and how it ended, if it did."""
+
+    id: str
+    name: str
+    position: int
+    child_index: int
+    status: str
+    output: JSON
+    error: JSON
+    finished_at: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,6 +455,16 @@ class Store(Protocol):
 
     async def child_results(self, parent_id: str, positions: Sequence[int]) -> list[ExecutionRow]:
         """The children at these positions, by position then index."""
+
+    async def child_outcomes(
+        self, parent_id: str, positions: Sequence[int], after: tuple[int, int] | None, limit: int
+    ) -> list[ChildOutcome]:
+        """One page of the outcomes of the children at these positions.
+
+        By (position, index), those after `after`, at most `limit`: a parent reads a
+        gather of any width in pages, without its arguments, never all rows at once.
+        """
+        ...
 
     async def suspend_until(self, fence: Fence, run_at: float, entry: JournalEntry | None) -> None:
         """Journal `entry` (if any) and make the execution pending again at `run_at`."""

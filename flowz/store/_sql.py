@@ -17,6 +17,7 @@ from .._serde import dumps, loads
 from .._types import JSON, TERMINAL_STATUSES
 from ..errors import RunEndedError, RunNotFoundError, SchemaVersionError, UsageError
 from ._protocol import (
+    ChildOutcome,
     ExecutionRow,
     JournalEntry,
     NewExecution,
@@ -26,9 +27,12 @@ from ._protocol import (
 )
 
 __all__ = [
+    "CHILD_OUTCOME_COLUMNS",
     "CLAIM_ORDER",
     "EVENT_UPSERT",
     "EXPIRED",
+    "child_outcome",
+    "child_outcomes_sql",
     "EXECUTION_COLUMNS",
     "JOURNAL_COLUMNS",
     "JOURNAL_SELECT",
@@ -587,6 +591,27 @@ def execution_row(r: Sequence[Any]) -> ExecutionRow:
     for i in _EXECUTION_JSON:
         values[i] = loads(values[i])
     return ExecutionRow(*values)
+
+
+#: The columns of a ChildOutcome, in its order.
+CHILD_OUTCOME_COLUMNS = "id, name, position, child_index, status, output, error, finished_at"
+
+
+def child_outcomes_sql(mark: str, in_positions: str) -> str:
+    """One keyset page of child outcomes (params: parent, positions, after, after, limit).
+
+    `in_positions` is the dialect's test of `position` against the positions parameter.
+    """
+    return (
+        f"SELECT {CHILD_OUTCOME_COLUMNS} FROM flowz_executions WHERE parent_id = {mark} "
+        f"AND {in_positions} AND (position, child_index) > ({mark}, {mark}) "
+        f"ORDER BY position, child_index LIMIT {mark}"
+    )
+
+
+def child_outcome(r: Sequence[Any]) -> ChildOutcome:
+    """A ChildOutcome from a row selected as CHILD_OUTCOME_COLUMNS."""
+    return ChildOutcome(r[0], r[1], r[2], r[3], r[4], loads(r[5]), loads(r[6]), r[7])
 
 
 def journal_entry(r: Sequence[Any]) -> JournalEntry:

@@ -30,6 +30,7 @@ from ..errors import (
 )
 from ._batch import Finish, GroupCommit, Pending
 from ._protocol import (
+    ChildOutcome,
     Claim,
     ExecutionRow,
     Fence,
@@ -73,6 +74,8 @@ from ._sql import (
     check_fork_source,
     check_message_target,
     check_new_runs,
+    child_outcome,
+    child_outcomes_sql,
     dumps_or_none,
     execution_row,
     fork_statements,
@@ -790,6 +793,14 @@ class SqliteStore:
                 )
             )
         return rows
+
+    async def child_outcomes(
+        self, parent_id: str, positions: Sequence[int], after: tuple[int, int] | None, limit: int
+    ) -> list[ChildOutcome]:
+        first, index = after if after is not None else (-1, -1)
+        sql = child_outcomes_sql("?", "position IN (SELECT value FROM json_each(?))")
+        rows = self._read(sql, (parent_id, dumps(list(positions)), first, index, limit))
+        return [child_outcome(r) for r in rows]
 
     async def cancel_child(self, fence: Fence, entry: JournalEntry, child_id: str) -> None:
         with self._tx() as cur:
