@@ -533,8 +533,23 @@ class StoreModel(RuleBasedStateMachine):
                     e.receiving is not None
                 )
             if e.children:
+                expected = [c for p in sorted(e.children) for c in e.children[p]]
                 got = self.run(self.store.child_results(e.id, sorted(e.children)))
-                assert [r.id for r in got] == [c for p in sorted(e.children) for c in e.children[p]]
+                assert [r.id for r in got] == expected
+                assert self.outcomes(e.id, sorted(e.children)) == [
+                    (c, rows[c].status) for c in expected
+                ]
+
+    def outcomes(self, parent: str, positions: list[int]) -> list[tuple[str, str]]:
+        """The children's outcomes read in pages of two, as a parent collecting a gather."""
+        read: list[tuple[str, str]] = []
+        after = None
+        while True:
+            page = self.run(self.store.child_outcomes(parent, positions, after, 2))
+            read.extend((o.id, o.status) for o in page)
+            if len(page) < 2:
+                return read
+            after = (page[-1].position, page[-1].child_index)
 
     @invariant()
     def a_limited_queue_is_never_past_its_limit(self) -> None:
