@@ -84,13 +84,13 @@ def test_a_v1_database_is_upgraded_in_place_and_its_run_finishes(
         "run `flowz db upgrade` (with the same FLOWZ_DATABASE_URL)"
     )
     assert len(refused.stderr.strip().splitlines()) == 1
-    assert "needs v7" in flowz_command(v1_database, "status", "v1-run").stderr
+    assert "needs v8" in flowz_command(v1_database, "status", "v1-run").stderr
 
     async def client_open() -> None:
         async with flowz.Client(v1_database):
             pass
 
-    with pytest.raises(flowz.SchemaVersionError, match="has schema v1 and this flowz needs v7"):
+    with pytest.raises(flowz.SchemaVersionError, match="has schema v1 and this flowz needs v8"):
         anyio.run(client_open)
 
     upgraded = flowz_command(v1_database, "db", "upgrade")
@@ -105,10 +105,12 @@ def test_a_v1_database_is_upgraded_in_place_and_its_run_finishes(
         "flowz_executions.partition_key) and cron schedules (flowz_schedules)",
         "v7: flowz_executions.trace_context: one OpenTelemetry trace from the caller of start() "
         "to every child, across processes; ix_flowz_executions_parent without top-level runs",
-        "schema at v7",
+        "v8: ix_flowz_executions_claim in the claim's order (priority descending): a claim no "
+        "longer sorts every pending execution",
+        "schema at v8",
     ]
     again = flowz_command(v1_database, "db", "upgrade")
-    assert again.stdout.strip() == "schema at v7: nothing to do"
+    assert again.stdout.strip() == "schema at v8: nothing to do"
 
     async def finish_the_old_run() -> tuple[list[int], set[str], set[str]]:
         async with flowz.Client(v1_database) as client:

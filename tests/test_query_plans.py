@@ -9,6 +9,7 @@ import pytest
 from flowz.store import PostgresStore, SqliteStore, Store
 from flowz.store._protocol import RunQuery
 from flowz.store._sql import (
+    CLAIM_ORDER,
     cancel_descendants_sql,
     prunable_sql,
     run_counts_sql,
@@ -109,3 +110,26 @@ async def test_the_counts_per_status_read_an_index(filled: Store, query: RunQuer
     text = await plan(filled, *run_counts_sql(query, "?" if sqlite else "%s", hint=sqlite))
     assert "SCAN flowz_executions\n" not in text + "\n" and "Seq Scan" not in text, text
     assert "ix_flowz_executions_runs" in text, text
+
+
+async def test_a_claim_reads_pending_work_in_order_off_its_index(store: Store) -> None:
+    # 20,000 pending children of one gather, with statistics: a claim must not sort them
+    # (it did, every claim, until v8: the index's priority ran the other way).
+    await execute_sql(
+        store,
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 19999) "
+        "INSERT INTO flowz_executions (id, root_id, parent_id, position, child_index, kind, "
+        "name, input, status, attempt, max_attempts, run_at, queue, priority, wait_count, "
+        "created_at, updated_at) SELECT 'r/0/' || i, 'r', 'r', 0, i, 'step', 's', '[]', "
+        "'pending', 0, 1, 1, 'default', 0, 0, 0, 0 FROM n",
+    )
+    await execute_sql(store, "ANALYZE")
+    sqlite = isinstance(store, SqliteStore)
+    mark = "?" if sqlite else "%s"
+    sql = (
+        "SELECT id FROM flowz_executions WHERE status = 'pending' AND queue = "
+        f"{mark} AND run_at <= {mark} {CLAIM_ORDER} LIMIT {mark}"
+    )
+    text = await plan(store, sql, ["default", 2.0, 16])
+    assert "TEMP B-TREE" not in text and "Sort" not in text, text
+    assert "ix_flowz_executions_claim" in text, text

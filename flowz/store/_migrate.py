@@ -107,6 +107,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             "(parent_id, position, child_index) WHERE parent_id IS NOT NULL",
         ),
     ),
+    Migration(
+        8,
+        "ix_flowz_executions_claim in the claim's order (priority descending): a claim no "
+        "longer sorts every pending execution",
+        (
+            "DROP INDEX IF EXISTS ix_flowz_executions_claim",
+            "CREATE INDEX ix_flowz_executions_claim ON flowz_executions "
+            "(queue, priority DESC, run_at) WHERE status = 'pending'",
+        ),
+    ),
 )
 assert MIGRATIONS[-1].version == SCHEMA_VERSION, "add a migration with every schema change"
 

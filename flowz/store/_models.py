@@ -24,10 +24,12 @@ class FlowzExecution(_Base, table=True):
 
     __tablename__ = "flowz_executions"
     __table_args__ = (
+        # Since v8, priority descending: the claim's order (priority DESC, run_at) is
+        # read off the index. Ascending, every claim sorted all pending rows.
         Index(
             "ix_flowz_executions_claim",
             "queue",
-            "priority",
+            text("priority DESC"),
             "run_at",
             sqlite_where=text("status = 'pending'"),
             postgresql_where=text("status = 'pending'"),

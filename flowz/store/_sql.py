@@ -82,7 +82,7 @@ __all__ = [
 ]
 
 #: The schema this flowz reads and writes; `_migrate.MIGRATIONS` brings older ones here.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 _EXECUTION_FIELDS = tuple(f.name for f in dataclasses.fields(ExecutionRow))
 #: The columns of flowz_executions, in ExecutionRow's field order.
