@@ -121,7 +121,7 @@ def settings_of(store: Store) -> flowz.Settings:
 
 async def test_a_newer_schema_is_refused_by_migrate_and_by_open(store: Store) -> None:
     await execute_sql(store, "INSERT INTO flowz_schema (version) VALUES (99)")
-    with pytest.raises(SchemaVersionError, match=r"v99, newer than the v7 .* upgrade flowz"):
+    with pytest.raises(SchemaVersionError, match=r"v99, newer than the v8 .* upgrade flowz"):
         await store.migrate()
     flowz.store._current.clear()  # as a new process would look
     with pytest.raises(SchemaVersionError, match="v99, newer"):
@@ -145,7 +145,7 @@ async def test_an_older_schema_is_refused_until_flowz_db_upgrade(store: Store) -
     for table in ("flowz_queues", "flowz_queue_starts", "flowz_schedules"):
         await execute_sql(store, f"DROP TABLE {table}")
     flowz.store._current.clear()
-    with pytest.raises(SchemaVersionError, match=r"v1 and this flowz needs v7: run `flowz db up"):
+    with pytest.raises(SchemaVersionError, match=r"v1 and this flowz needs v8: run `flowz db up"):
         await open_store(settings_of(store))
     assert await upgrade_schema(settings_of(store)) == [
         "v2: index ix_flowz_executions_runs: list top-level runs newest first without a scan",
@@ -157,11 +157,13 @@ async def test_an_older_schema_is_refused_until_flowz_db_upgrade(store: Store) -
         "flowz_executions.partition_key) and cron schedules (flowz_schedules)",
         "v7: flowz_executions.trace_context: one OpenTelemetry trace from the caller of start() "
         "to every child, across processes; ix_flowz_executions_parent without top-level runs",
+        "v8: ix_flowz_executions_claim in the claim's order (priority descending): a claim no "
+        "longer sorts every pending execution",
     ]
     assert await upgrade_schema(settings_of(store)) == []  # nothing left to do
     reopened = await open_store(settings_of(store))
     try:
-        assert await reopened.schema_version() == 7
+        assert await reopened.schema_version() == 8
         assert await reopened.get_execution("r1") is not None  # nothing stored was lost
     finally:
         await reopened.aclose()

@@ -254,10 +254,11 @@ class SqliteStore:
             "child_index, kind, name, input, status, attempt, max_attempts, run_at, queue, "
             "priority, deadline, partition_key, trace_context, wait_count, created_at, "
             "updated_at) VALUES (?,?,?,?,?,?,?,?,'pending',0,?,?,?,?,?,?,?,0,?,?)",
-            [
+            # A generator: a gather of 100,000 never holds all its rows' values at once.
+            (
                 (*p[:9], now if p[9] is None else p[9], *p[10:], now, now)
                 for p in map(new_execution_params, executions)
-            ],
+            ),
         )
         return cur.rowcount
 
