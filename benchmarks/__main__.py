@@ -406,8 +406,22 @@ def main() -> None:
             if path.exists():
                 report.extend([*section(json.loads(path.read_text())), ""])
         report.extend([*startup_section(start_up), ""])
+        report.extend(other_sections(HERE / "RESULTS.md"))
         (HERE / "RESULTS.md").write_text("\n".join(report))
         print(f"written: {HERE / 'RESULTS.md'}")
+
+
+def other_sections(path: Path) -> list[str]:
+    """The sections of RESULTS.md that other benchmarks wrote: kept as they are."""
+    own = ("## sqlite", "## postgres", "## start-up")
+    kept: list[str] = []
+    keep = False
+    for line in path.read_text().splitlines() if path.exists() else []:
+        if line.startswith("## "):
+            keep = not line.startswith(own)
+        if keep:
+            kept.append(line)
+    return [*kept, ""] if kept else []
 
 
 def section(results: dict[str, Any]) -> list[str]:

@@ -133,3 +133,33 @@ async def test_a_claim_reads_pending_work_in_order_off_its_index(store: Store) -
     text = await plan(store, sql, ["default", 2.0, 16])
     assert "TEMP B-TREE" not in text and "Sort" not in text, text
     assert "ix_flowz_executions_claim" in text, text
+
+
+@pytest.mark.postgres
+async def test_a_wide_gather_refreshes_the_planners_statistics(postgres_url: str) -> None:
+    # Autovacuum's analyze is a minute or more away: until then the planner took a
+    # million new children for an empty table and sorted them all on every claim.
+    from flowz.store._protocol import JournalEntry, NewExecution
+
+    store = PostgresStore(postgres_url)
+    await store.open()
+    try:
+        await store.create_run(
+            NewExecution(id="r", root_id="r", kind="workflow", name="wf", input=None)
+        )
+        [claim] = await store.claim("w", ["wf"], "default", 1, 30)
+        children = [
+            NewExecution(
+                id=f"r/0/{i}", root_id="r", kind="step", name="s", input=None,
+                parent_id="r", position=0, child_index=i,
+            )
+            for i in range(10_000)
+        ]  # fmt: skip
+        entry = JournalEntry(0, "gather", "s", "scheduled", output={"width": 10_000})
+        assert await store.wait_for_children(claim.fence, 1, [0], [entry], children)
+        [(rows,)] = await store.db.select(
+            "SELECT reltuples FROM pg_class WHERE relname = 'flowz_executions'", ()
+        )
+        assert rows >= 10_000
+    finally:
+        await store.aclose()

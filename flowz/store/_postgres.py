@@ -7,6 +7,7 @@ mapping and LISTEN live in `_pg_connection`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import uuid
@@ -129,6 +130,7 @@ _INSERT_EXECUTIONS = (
 
 
 _INSERT_CHUNK = 5_000  # executions per insert statement
+_ANALYZE_AFTER = 10_000  # executions inserted by this process before statistics are refreshed
 
 
 def _insert_params(executions: Sequence[NewExecution]) -> list[list[Any]]:
@@ -147,6 +149,8 @@ class PostgresStore:
         self, url: str, *, max_connections: int = 10, acquire_timeout: float = 30.0
     ) -> None:
         self.db = PgConnector(url, max_connections=max_connections, acquire_timeout=acquire_timeout)
+        self._unanalyzed = 0  # executions inserted since this process last ran ANALYZE
+        self._analyzed_rows = 0.0
         self._finishing = GroupCommit[Finish](self._flush_finishes)
 
     @property
@@ -189,6 +193,26 @@ class PostgresStore:
             await cur.execute(_INSERT_EXECUTIONS, _insert_params(chunk))
             inserted += cur.rowcount
         return inserted
+
+    async def _note_inserted(self, count: int) -> None:
+        """Refresh the planner's statistics once the table has grown by half or more.
+
+        Until autovacuum's analyze (a minute or more away), the planner takes a
+        million new pending children for an empty table and claims them with a bitmap
+        scan and a sort of every pending row: 1.6 s a claim. ANALYZE samples a fixed
+        number of rows (~0.1 s); it runs after the insert's commit, and a failure only
+        leaves the statistics as they were.
+        """
+        self._unanalyzed += count
+        if self._unanalyzed < max(_ANALYZE_AFTER, self._analyzed_rows / 2):
+            return
+        self._unanalyzed = 0
+        with contextlib.suppress(StoreError):
+            await self.db.execute("ANALYZE flowz_executions", ())
+            rows = await self.db.select(
+                "SELECT reltuples FROM pg_class WHERE relname = 'flowz_executions'", ()
+            )
+            self._analyzed_rows = float(rows[0][0]) if rows else 0.0
 
     async def _announce(self, cur: Cursor) -> None:
         """Wake listening workers when this transaction commits."""
@@ -670,8 +694,14 @@ class PostgresStore:
         if await self.db.retry(operation) != 1:
             raise LeaseLost(fence.execution_id)
 
-    @retried
     async def schedule_children(
+        self, fence: Fence, entries: Sequence[JournalEntry], children: Sequence[NewExecution]
+    ) -> None:
+        await self._schedule_children(fence, entries, children)
+        await self._note_inserted(len(children))
+
+    @retried
+    async def _schedule_children(
         self, fence: Fence, entries: Sequence[JournalEntry], children: Sequence[NewExecution]
     ) -> None:
         async with self.db.transaction() as cur:
@@ -680,7 +710,6 @@ class PostgresStore:
             await self._insert_executions(cur, children)
             await self._announce(cur)
 
-    @retried
     async def wait_for_children(
         self,
         fence: Fence,
@@ -689,6 +718,22 @@ class PostgresStore:
         entries: Sequence[JournalEntry] = (),
         children: Sequence[NewExecution] = (),
         first: bool = False,
+    ) -> bool:
+        suspended = await self._wait_for_children(
+            fence, wait_position, positions, entries, children, first
+        )
+        await self._note_inserted(len(children))
+        return suspended
+
+    @retried
+    async def _wait_for_children(
+        self,
+        fence: Fence,
+        wait_position: int,
+        positions: Sequence[int],
+        entries: Sequence[JournalEntry],
+        children: Sequence[NewExecution],
+        first: bool,
     ) -> bool:
         async with self.db.transaction() as cur:
             # Lock the parent first: a child's completion locks child then parent, and
