@@ -278,8 +278,13 @@ class PostgresStore:
             )
         return execution_row(rows[0]), rows[0][-1]
 
-    @retried
     async def create_runs(self, runs: Sequence[NewExecution]) -> int:
+        created = await self._create_runs(runs)
+        await self._note_inserted(created)
+        return created
+
+    @retried
+    async def _create_runs(self, runs: Sequence[NewExecution]) -> int:
         async with self.db.transaction() as cur:
             await cur.execute(_INSERT_EXECUTIONS + " RETURNING id", _insert_params(runs))
             created = {row[0] for row in await cur.fetchall()}
