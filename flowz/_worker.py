@@ -460,11 +460,6 @@ class Worker:
         lease = self.settings.lease_seconds
         # Its lease ran from the later of the claim and the last heartbeat that got through.
         unrenewed = min(time.monotonic() - self._renewed_at, claim.now() - claim.db_now)
-        with anyio.CancelScope(shield=True):
-            try:
-                row = await self.store.get_execution(claim.execution.id)
-            except StoreError:
-                row = None
         if unrenewed > lease:
             log.warning(
                 "%s: this worker lost its lease (no heartbeat reached the database for %.0f s, "
@@ -474,7 +469,13 @@ class Worker:
                 unrenewed,
                 lease,
             )
-        elif row is not None and row.lease_owner not in (None, self.id):
+            return
+        with anyio.CancelScope(shield=True):
+            try:
+                row = await self.store.get_execution(claim.execution.id)
+            except StoreError:
+                row = None
+        if row is not None and row.lease_owner not in (None, self.id):
             log.warning(
                 "%s was taken over by worker %s (this one held it past its lease): its "
                 "outcome here is dropped",

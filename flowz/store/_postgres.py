@@ -781,12 +781,10 @@ class PostgresStore:
     async def child_outcomes(
         self, parent_id: str, positions: Sequence[int], after: tuple[int, int] | None, limit: int
     ) -> list[ChildOutcome]:
-        first, index = after if after is not None else (-1, -1)
-        rows = await self.db.select(
-            child_outcomes_sql("%s", "position = ANY(%s)"),
-            (parent_id, list(positions), first, index, limit),
+        sql, params = child_outcomes_sql(
+            "%s", "position = ANY(%s)", parent_id, list(positions), after, limit
         )
-        return [child_outcome(r) for r in rows]
+        return [child_outcome(r) for r in await self.db.select(sql, params)]
 
     @retried
     async def cancel_child(self, fence: Fence, entry: JournalEntry, child_id: str) -> None:

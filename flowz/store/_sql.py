@@ -597,15 +597,25 @@ def execution_row(r: Sequence[Any]) -> ExecutionRow:
 CHILD_OUTCOME_COLUMNS = "id, name, position, child_index, status, output, error, finished_at"
 
 
-def child_outcomes_sql(mark: str, in_positions: str) -> str:
-    """One keyset page of child outcomes (params: parent, positions, after, after, limit).
+def child_outcomes_sql(
+    mark: str,
+    in_positions: str,
+    parent_id: str,
+    positions: Any,
+    after: tuple[int, int] | None,
+    limit: int,
+) -> tuple[str, tuple[Any, ...]]:
+    """One keyset page of child outcomes: statement and parameters.
 
-    `in_positions` is the dialect's test of `position` against the positions parameter.
+    `in_positions` is the dialect's test of `position` against `positions` (the
+    dialect's form of the list).
     """
+    first, index = after if after is not None else (-1, -1)
     return (
         f"SELECT {CHILD_OUTCOME_COLUMNS} FROM flowz_executions WHERE parent_id = {mark} "
         f"AND {in_positions} AND (position, child_index) > ({mark}, {mark}) "
-        f"ORDER BY position, child_index LIMIT {mark}"
+        f"ORDER BY position, child_index LIMIT {mark}",
+        (parent_id, positions, first, index, limit),
     )
 
 

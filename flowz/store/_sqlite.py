@@ -798,10 +798,10 @@ class SqliteStore:
     async def child_outcomes(
         self, parent_id: str, positions: Sequence[int], after: tuple[int, int] | None, limit: int
     ) -> list[ChildOutcome]:
-        first, index = after if after is not None else (-1, -1)
-        sql = child_outcomes_sql("?", "position IN (SELECT value FROM json_each(?))")
-        rows = self._read(sql, (parent_id, dumps(list(positions)), first, index, limit))
-        return [child_outcome(r) for r in rows]
+        in_positions = "position IN (SELECT value FROM json_each(?))"
+        positions_json = dumps(list(positions))
+        sql, params = child_outcomes_sql("?", in_positions, parent_id, positions_json, after, limit)
+        return [child_outcome(r) for r in self._read(sql, params)]
 
     async def cancel_child(self, fence: Fence, entry: JournalEntry, child_id: str) -> None:
         with self._tx() as cur:
