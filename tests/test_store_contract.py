@@ -93,6 +93,82 @@ async def test_concurrent_creates_of_one_id_make_one_run_and_all_see_it(store: S
         assert len({(row.id, str(row.input)) for row, _ in results}) == 1
 
 
+class Transactions:
+    """How many transactions wrote a table's rows, from here on (group commit's tests).
+
+    SQLite: the COMMITs its connection runs from now; PostgreSQL: the distinct xmin
+    (writing transaction) of the table's rows.
+    """
+
+    def __init__(self, store: Store) -> None:
+        from flowz.store import SqliteStore
+
+        self.store = store
+        self.commits = 0
+        if isinstance(store, SqliteStore):
+            store._db.set_trace_callback(self._trace)
+
+    def _trace(self, sql: str) -> None:
+        self.commits += sql == "COMMIT"
+
+    async def count(self, table: str) -> int:
+        from flowz.store import PostgresStore, SqliteStore
+
+        if isinstance(self.store, SqliteStore):
+            self.store._db.set_trace_callback(None)
+            return self.commits
+        assert isinstance(self.store, PostgresStore)
+        rows = await self.store.db.select(f"SELECT count(DISTINCT xmin::text) FROM {table}", ())
+        return int(rows[0][0])
+
+
+async def test_concurrent_creates_share_one_commit(store: Store) -> None:
+    transactions = Transactions(store)
+    results: list[tuple[ExecutionRow, bool]] = []
+
+    async def create(run_id: str) -> None:
+        results.append(await store.create_run(run_factory(run_id)))
+
+    async with anyio.create_task_group() as tg:
+        for n in range(8):
+            tg.start_soon(create, f"r{n}")
+        tg.start_soon(create, "r0")  # the same id twice in one batch: one creates it
+    assert sorted((row.id, created) for row, created in results) == [
+        ("r0", False),
+        ("r0", True),
+        *((f"r{n}", True) for n in range(1, 8)),
+    ]
+    assert await transactions.count("flowz_executions") == 1
+
+
+async def test_concurrent_journal_writes_share_one_commit_and_a_stale_fence_loses_only_its_own(
+    store: Store,
+) -> None:
+    for n in range(6):
+        await store.create_run(run_factory(f"r{n}"))
+    fences = [c.fence for c in await store.claim("w1", NAMES, "default", 6, 30)]
+    stale = Fence(fences[0].execution_id, "an-old-token")
+    transactions = Transactions(store)
+    lost: list[str] = []
+
+    async def write(fence: Fence, position: int) -> None:
+        entry = JournalEntry(position, "step", "s", "succeeded", output=fence.token)
+        try:
+            await store.append_journal(fence, entry)
+        except LeaseLost:
+            lost.append(fence.token)
+
+    async with anyio.create_task_group() as tg:
+        for fence in fences:
+            tg.start_soon(write, fence, 0)
+        tg.start_soon(write, stale, 1)
+    assert lost == ["an-old-token"]
+    for fence in fences:
+        journal = await store.read_journal(fence.execution_id)
+        assert {p: e.output for p, e in journal.items()} == {0: fence.token}
+    assert await transactions.count("flowz_journal") == 1
+
+
 async def test_migrate_is_idempotent(store: Store) -> None:
     await store.create_run(run_factory())
     await store.migrate()

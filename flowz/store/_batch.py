@@ -9,9 +9,9 @@ from typing import Generic, TypeVar
 import anyio
 
 from .._types import JSON
-from ._protocol import Fence
+from ._protocol import ExecutionRow, Fence, JournalEntry, NewExecution
 
-__all__ = ["Finish", "GroupCommit", "Pending"]
+__all__ = ["Append", "Finish", "GroupCommit", "NewRun", "Pending"]
 
 T = TypeVar("T")
 
@@ -24,6 +24,23 @@ class Finish:
     status: str
     output: JSON
     error: JSON
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """A journal entry, fenced by its execution's lease, as the group commit carries it."""
+
+    fence: Fence
+    entry: JournalEntry
+
+
+@dataclass(slots=True)
+class NewRun:
+    """A run to create; the flush fills in its stored row and whether it was new."""
+
+    run: NewExecution
+    row: ExecutionRow | None = None
+    created: bool = False
 
 
 @dataclass(slots=True)

@@ -19,7 +19,7 @@ import psycopg
 from .._serde import dumps, loads
 from .._types import JSON
 from ..errors import RunNotFoundError, StoreError
-from ._batch import Finish, GroupCommit, Pending
+from ._batch import Append, Finish, GroupCommit, NewRun, Pending
 from ._pg_connection import CHANNEL, Cursor, PgConnector, retried
 from ._protocol import (
     ChildOutcome,
@@ -116,6 +116,21 @@ _FENCE = (
     "WHERE id = %s AND claim_token = %s AND status = 'running'"
 )
 
+# Many executions' journal entries in one statement: each execution fenced once (its
+# row locked, in id order), the entries of valid fences written; returns those.
+_JOURNAL_BATCH = (
+    "WITH j AS (SELECT * FROM unnest(%s::text[], %s::text[], %s::int[], %s::text[], "
+    "%s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::float8[], %s::float8[]) "
+    "AS t(tok, eid, position, kind, name, status, output, error, attempt, started_at, "
+    f"finished_at)), fenced AS (UPDATE flowz_executions e SET updated_at = {_NOW} "
+    "FROM (SELECT DISTINCT eid, tok FROM j ORDER BY eid) f WHERE e.id = f.eid "
+    "AND e.claim_token = f.tok AND e.status = 'running' RETURNING e.id, e.claim_token) "
+    f"INSERT INTO flowz_journal ({JOURNAL_COLUMNS}) SELECT eid, position, kind, name, "
+    "status, output, error, attempt, started_at, finished_at FROM j JOIN fenced "
+    f"ON fenced.id = j.eid AND fenced.claim_token = j.tok {_JOURNAL_UPSERT} "
+    "RETURNING execution_id, position"
+)
+
 # One statement for any width: arrays unnested server-side, no per-child round trip.
 _INSERT_EXECUTIONS = (
     "INSERT INTO flowz_executions (id, root_id, parent_id, position, child_index, kind, "
@@ -152,6 +167,8 @@ class PostgresStore:
         self._unanalyzed = 0  # executions inserted since this process last ran ANALYZE
         self._analyzed_rows = 0.0
         self._finishing = GroupCommit[Finish](self._flush_finishes)
+        self._appending = GroupCommit[Append](self._flush_appends)
+        self._creating = GroupCommit[NewRun](self._flush_creates)
 
     @property
     def url(self) -> str:
@@ -260,23 +277,39 @@ class PostgresStore:
 
     # -- runs ---------------------------------------------------------------
     async def create_run(self, run: NewExecution) -> tuple[ExecutionRow, bool]:
-        # One autocommit statement: insert unless the id exists, wake the workers if it
-        # was new, return the row either way. The outer SELECT does not see the CTE's new
-        # row (one snapshot), so exactly one of the two branches returns it.
+        # Concurrent starts of one loop turn share one statement (one commit).
+        new = NewRun(run)
+        await self._creating.submit(new)
+        assert new.row is not None  # filled in by the flush, or it raised
+        return new.row, new.created
+
+    async def _flush_creates(self, batch: list[Pending[NewRun]]) -> None:
+        # One autocommit statement: insert the ids that do not exist, wake the workers if
+        # one was new, return every row either way. The outer SELECT does not see the
+        # CTE's new rows (one snapshot), so exactly one of the two branches returns each.
+        runs = [p.item.run for p in batch]
+        ids = list(dict.fromkeys(r.id for r in runs))
         rows = await self.db.select(
             f"WITH created AS ({_INSERT_EXECUTIONS} RETURNING {_COLUMNS}) "
             f"SELECT {_COLUMNS}, true FROM created "
             f"CROSS JOIN (SELECT pg_notify('{CHANNEL}', '')) AS announced "
-            f"UNION ALL SELECT {_COLUMNS}, false FROM flowz_executions WHERE id = %s",
-            [*_insert_params([run]), run.id],
+            f"UNION ALL SELECT {_COLUMNS}, false FROM flowz_executions WHERE id = ANY(%s)",
+            [*_insert_params(runs), ids],
         )
-        if not rows:
+        found = {row[0]: row for row in rows}
+        if len(found) < len(ids):
             # Another client inserted the same id concurrently: the insert waited for it,
             # but this statement's snapshot predates it. The next statement sees it.
             rows = await self.db.select(
-                f"SELECT {_COLUMNS}, false FROM flowz_executions WHERE id = %s", (run.id,)
+                f"SELECT {_COLUMNS}, false FROM flowz_executions WHERE id = ANY(%s)",
+                ([i for i in ids if i not in found],),
             )
-        return execution_row(rows[0]), rows[0][-1]
+            found |= {row[0]: row for row in rows}
+        for pending in batch:
+            row = found[pending.item.run.id]
+            pending.item.row, pending.item.created = execution_row(row), row[-1]
+            # The same id twice in one batch: the first of them created it.
+            found[row[0]] = (*row[:-1], False)
 
     async def create_runs(self, runs: Sequence[NewExecution]) -> int:
         created = await self._create_runs(runs)
@@ -684,20 +717,55 @@ class PostgresStore:
         return {r[0]: journal_entry(r) for r in rows}
 
     async def append_journal(self, fence: Fence, entry: JournalEntry) -> None:
-        # The hot path of every inline step: fence and write in one statement. The fence's
-        # row lock holds off a reaper or a new claim until this write commits.
-        async def operation() -> int:
-            cur = await self.db.execute(
-                f"WITH fenced AS ({_FENCE} RETURNING id) "
-                f"INSERT INTO flowz_journal ({JOURNAL_COLUMNS}) "
-                "SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s FROM fenced "
-                f"{_JOURNAL_UPSERT}",
-                (fence.execution_id, fence.token, *journal_params(fence.execution_id, entry)),
-            )
-            return cur.rowcount
+        # The hot path of every inline step. Concurrent executions' entries of one loop
+        # turn share one statement (one commit); each caller returns once it is committed.
+        await self._appending.submit(Append(fence, entry))
 
-        if await self.db.retry(operation) != 1:
-            raise LeaseLost(fence.execution_id)
+    async def _flush_appends(self, batch: list[Pending[Append]]) -> None:
+        if len(batch) == 1:
+            await self.db.retry(lambda: self._append_one(batch[0]))
+        else:
+            await self.db.retry(lambda: self._append_many(batch))
+
+    async def _append_one(self, pending: Pending[Append]) -> None:
+        # Fence and write in one statement. The fence's row lock holds off a reaper or a
+        # new claim until this write commits.
+        fence = pending.item.fence
+        cur = await self.db.execute(
+            f"WITH fenced AS ({_FENCE} RETURNING id) "
+            f"INSERT INTO flowz_journal ({JOURNAL_COLUMNS}) "
+            "SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s FROM fenced "
+            f"{_JOURNAL_UPSERT}",
+            (
+                fence.execution_id,
+                fence.token,
+                *journal_params(fence.execution_id, pending.item.entry),
+            ),
+        )
+        pending.failure = None if cur.rowcount == 1 else LeaseLost(fence.execution_id)
+
+    async def _append_many(self, batch: list[Pending[Append]]) -> None:
+        # In execution id order, so that two transactions locking the same executions
+        # take them in the same order; one entry per (execution, position), the last.
+        entries = {
+            (p.item.fence.execution_id, p.item.entry.position): p
+            for p in sorted(batch, key=lambda p: p.item.fence.execution_id)
+        }
+        columns: list[list[Any]] = [[] for _ in range(11)]
+        for pending in entries.values():
+            fence = pending.item.fence
+            for column, value in zip(
+                columns,
+                (fence.token, *journal_params(fence.execution_id, pending.item.entry)),
+                strict=True,
+            ):
+                column.append(value)
+        cur = await self.db.execute(_JOURNAL_BATCH, columns)
+        written = {(row[0], row[1]) for row in await cur.fetchall()}
+        for pending in batch:
+            fence = pending.item.fence
+            key = (fence.execution_id, pending.item.entry.position)
+            pending.failure = None if key in written else LeaseLost(fence.execution_id)
 
     async def schedule_children(
         self, fence: Fence, entries: Sequence[JournalEntry], children: Sequence[NewExecution]

@@ -28,7 +28,7 @@ from ..errors import (
     StoreNotWritableError,
     StoreUnavailableError,
 )
-from ._batch import Finish, GroupCommit, Pending
+from ._batch import Append, Finish, GroupCommit, NewRun, Pending
 from ._protocol import (
     ChildOutcome,
     Claim,
@@ -102,6 +102,9 @@ __all__ = ["SqliteStore"]
 _COLUMNS = EXECUTION_COLUMNS
 _CANCEL_DESCENDANTS = cancel_descendants_sql("?", "?")  # parameters: id, now, now
 _CHUNK = 500  # bound parameters per IN (...) list
+_JOURNAL_INSERT = (
+    f"INSERT OR REPLACE INTO flowz_journal ({JOURNAL_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)"
+)
 # How often an idle worker checks whether another process committed (PRAGMA data_version is cheap).
 _OTHER_PROCESS_POLL = 0.05
 
@@ -156,6 +159,8 @@ class SqliteStore:
             ) from exc
         self._changes = ChangeSignal()  # commits made through this store
         self._finishing = GroupCommit[Finish](self._flush_finishes)
+        self._appending = GroupCommit[Append](self._flush_appends)
+        self._creating = GroupCommit[NewRun](self._flush_creates)
 
     def _enable_wal(self, busy_timeout: float) -> None:
         # Switching a new file to WAL needs it to itself, and SQLite does not wait for that
@@ -226,24 +231,24 @@ class SqliteStore:
     def _fence(self, cur: sqlite3.Cursor, fence: Fence) -> float:
         """Check ownership and stamp updated_at, under the write lock; the time used."""
         now = self.clock.now()
+        if not self._fenced(cur, fence, now):
+            raise LeaseLost(fence.execution_id)
+        return now
+
+    def _fenced(self, cur: sqlite3.Cursor, fence: Fence, now: float | None = None) -> bool:
+        """Whether this fence still holds its execution (then stamped updated_at)."""
         cur.execute(
             "UPDATE flowz_executions SET updated_at = ? "
             "WHERE id = ? AND claim_token = ? AND status = 'running'",
-            (now, fence.execution_id, fence.token),
+            (self.clock.now() if now is None else now, fence.execution_id, fence.token),
         )
-        if cur.rowcount != 1:
-            raise LeaseLost(fence.execution_id)
-        return now
+        return cur.rowcount == 1
 
     @staticmethod
     def _insert_entries(
         cur: sqlite3.Cursor, execution_id: str, entries: Sequence[JournalEntry]
     ) -> None:
-        cur.executemany(
-            f"INSERT OR REPLACE INTO flowz_journal ({JOURNAL_COLUMNS}) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?)",
-            [journal_params(execution_id, e) for e in entries],
-        )
+        cur.executemany(_JOURNAL_INSERT, [journal_params(execution_id, e) for e in entries])
 
     @staticmethod
     def _insert_executions(
@@ -321,15 +326,25 @@ class SqliteStore:
 
     # -- runs ---------------------------------------------------------------
     async def create_run(self, run: NewExecution) -> tuple[ExecutionRow, bool]:
+        # Concurrent starts of one loop turn share one transaction (one fsync).
+        new = NewRun(run)
+        await self._creating.submit(new)
+        assert new.row is not None  # filled in by the flush, or it raised
+        return new.row, new.created
+
+    async def _flush_creates(self, batch: list[Pending[NewRun]]) -> None:
         now = self.clock.now()
         with self._tx() as cur:
-            created = self._insert_executions(cur, [run], now) == 1
-            row = cur.execute(
-                f"SELECT {_COLUMNS} FROM flowz_executions WHERE id = ?", (run.id,)
-            ).fetchone()
-        if created:
+            for pending in batch:
+                run = pending.item.run
+                pending.item.created = self._insert_executions(cur, [run], now) == 1
+                pending.item.row = execution_row(
+                    cur.execute(
+                        f"SELECT {_COLUMNS} FROM flowz_executions WHERE id = ?", (run.id,)
+                    ).fetchone()
+                )
+        if any(p.item.created for p in batch):
             self._notify()
-        return execution_row(row), created
 
     async def create_runs(self, runs: Sequence[NewExecution]) -> int:
         now = self.clock.now()
@@ -725,9 +740,18 @@ class SqliteStore:
         return {r[0]: journal_entry(r) for r in rows}
 
     async def append_journal(self, fence: Fence, entry: JournalEntry) -> None:
+        # The hot path of every inline step. Concurrent executions' entries of one loop
+        # turn share one transaction (one fsync); each caller returns once it is committed.
+        await self._appending.submit(Append(fence, entry))
+
+    async def _flush_appends(self, batch: list[Pending[Append]]) -> None:
         with self._tx() as cur:
-            self._fence(cur, fence)
-            self._insert_entries(cur, fence.execution_id, [entry])
+            for pending in batch:
+                fence, entry = pending.item.fence, pending.item.entry
+                if not self._fenced(cur, fence):
+                    pending.failure = LeaseLost(fence.execution_id)
+                    continue
+                cur.execute(_JOURNAL_INSERT, journal_params(fence.execution_id, entry))
 
     async def schedule_children(
         self, fence: Fence, entries: Sequence[JournalEntry], children: Sequence[NewExecution]

@@ -1,0 +1,273 @@
+"""Many concurrent workflows: 1,000 runs of 5 sequential steps on a fleet of workers.
+
+  python -m benchmarks.many_workflows --engine sqlite|postgres|all [--runs N] [--quick]
+
+A client enqueues N `five_steps` runs with 16 concurrent `start`s while 1 or 2
+`flowz worker` processes (started before the clock) run them; timed from the first
+start to the last result. Baselines in the same run, on the same kind of database:
+
+- raw INSERT+COMMIT from 16 concurrent connections (the driver flowz uses), as many
+  commits as the workload has steps: the rate the database can commit at all;
+- DBOS 3.4.0, the same workload: the workflows enqueued on a Queue from 4 threads,
+  executed by the same DBOS process, every handle's result awaited.
+
+Targets (PostgreSQL, 2 workers): steps/s ≥ 0.6x the raw concurrent commit rate and
+≥ 20x DBOS; 2 workers faster than 1. Prints the figures and writes
+benchmarks/results/many_workflows-<engine>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+import flowz
+from flowz import step, workflow
+
+from .core import ROOT, create_schema, postgres_database
+
+HERE = Path(__file__).parent
+STEPS = 5
+CLIENTS = 16
+
+
+@step
+async def noop(i: int) -> int:
+    return i
+
+
+@workflow
+async def five_steps(i: int) -> int:
+    total = 0
+    for k in range(STEPS):
+        total += await noop(i + k)
+    return total
+
+
+def raw_concurrent_postgres(url: str, commits: int) -> float:
+    import psycopg
+
+    async def main() -> float:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await conn.execute(
+                "CREATE TABLE raw_t (id serial PRIMARY KEY, position int, output text)"
+            )
+        conns = [await psycopg.AsyncConnection.connect(url) for _ in range(CLIENTS)]
+
+        async def commit_many(conn: psycopg.AsyncConnection[Any], count: int) -> None:
+            for i in range(count):
+                await conn.execute(
+                    "INSERT INTO raw_t (position, output) VALUES (%s, %s)", (i, str(i))
+                )
+                await conn.commit()
+
+        try:
+            started = time.perf_counter()
+            async with anyio.create_task_group() as tg:
+                for conn in conns:
+                    tg.start_soon(commit_many, conn, commits // CLIENTS)
+            return time.perf_counter() - started
+        finally:
+            for conn in conns:
+                await conn.close()
+
+    return anyio.run(main)
+
+
+def raw_concurrent_sqlite(path: Path, commits: int) -> float:
+    setup = sqlite3.connect(path, isolation_level=None)
+    setup.execute("PRAGMA journal_mode=WAL")
+    setup.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, position INTEGER, output TEXT)")
+    setup.close()
+
+    def commit_many(count: int) -> None:
+        db = sqlite3.connect(path, isolation_level=None, timeout=60)
+        db.execute("PRAGMA synchronous=FULL")
+        for i in range(count):
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO t (position, output) VALUES (?, ?)", (i, str(i)))
+            db.execute("COMMIT")
+        db.close()
+
+    threads = [
+        threading.Thread(target=commit_many, args=(commits // CLIENTS,)) for _ in range(CLIENTS)
+    ]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def workers(url: str, count: int) -> Iterator[None]:
+    """`count` `flowz worker` processes serving this module, ready before the block."""
+    create_schema(url)
+    env = {**os.environ, "FLOWZ_DATABASE_URL": url, "FLOWZ_PROGRESS": "0"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "flowz", "worker", "benchmarks.many_workflows"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(count)
+    ]
+    try:
+        time.sleep(2)  # imported and connected before the clock starts
+        yield
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=60)
+
+
+def flowz_concurrent(url: str, runs: int, worker_count: int) -> float:
+    """Seconds from the first start to the last result of `runs` five_steps runs."""
+
+    async def main() -> float:
+        async with flowz.Client(url, settings=flowz.Settings(progress=False)) as client:
+            handles: list[flowz.RunHandle[int]] = []
+            numbers = iter(range(runs))
+
+            async def starter() -> None:
+                for i in numbers:  # shared: 16 starts in flight at any time
+                    handles.append(await client.start(five_steps, i))
+
+            started = time.perf_counter()
+            async with anyio.create_task_group() as tg:
+                for _ in range(CLIENTS):
+                    tg.start_soon(starter)
+            results = [await handle.result(timeout=600) for handle in handles]
+            elapsed = time.perf_counter() - started
+        expected = sum(i * STEPS + STEPS * (STEPS - 1) // 2 for i in range(runs))
+        assert sum(results) == expected, (sum(results), expected)
+        return elapsed
+
+    with workers(url, worker_count):
+        return anyio.run(main)
+
+
+def dbos_concurrent(url: str, runs: int) -> float | None:
+    try:
+        import dbos  # noqa: F401
+    except ImportError:
+        print("  (dbos not installed: pip install -e '.[bench]' to compare)", file=sys.stderr)
+        return None
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.peer_dbos", "concurrent", str(runs), url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
+
+
+def run_engine(engine: str, url: str, runs: int) -> dict[str, Any]:
+    steps = runs * STEPS
+    r: dict[str, Any] = {"engine": engine, "runs": runs, "steps": steps}
+    with contextlib.ExitStack() as stack:
+        if engine == "sqlite":
+            tmp = stack.enter_context(tempfile.TemporaryDirectory())
+            os.environ["FLOWZ_SQLITE_SYNCHRONOUS"] = "FULL"
+            n = iter(range(100))
+
+            def fresh() -> str:
+                return f"sqlite:///{tmp}/db{next(n)}.db"
+
+            r["raw_s"] = raw_concurrent_sqlite(Path(tmp) / "raw.db", steps)
+        else:
+            fresh = stack.enter_context(postgres_database(url))
+            r["raw_s"] = raw_concurrent_postgres(fresh(), steps)
+        print(f"  raw: {steps:,} commits, {CLIENTS} connections: {r['raw_s']:.2f} s", flush=True)
+        for count in (1, 2):
+            seconds = flowz_concurrent(fresh(), runs, count)
+            r[f"flowz_{count}_s"] = seconds
+            print(f"  flowz, {count} worker(s): {seconds:.2f} s", flush=True)
+        r["dbos_s"] = dbos_concurrent(fresh(), runs)
+        if r["dbos_s"] is not None:
+            print(f"  DBOS: {r['dbos_s']:.2f} s", flush=True)
+    return r
+
+
+def report(r: dict[str, Any]) -> list[str]:
+    steps = r["steps"]
+    raw_rate = steps / r["raw_s"]
+    lines = [
+        f"### {r['engine']}: {r['runs']:,} workflows of {STEPS} steps, {CLIENTS} concurrent starts",
+        "",
+        "| how | total | steps/s | vs raw commit rate |",
+        "|---|---:|---:|---:|",
+        f"| raw INSERT+COMMIT from {CLIENTS} connections ({steps:,} commits) | "
+        f"{r['raw_s']:.2f} s | {raw_rate:,.0f} | 1.00x |",
+    ]
+    for count in (1, 2):
+        seconds = r[f"flowz_{count}_s"]
+        lines.append(
+            f"| flowz, {count} `flowz worker` process{'es' if count > 1 else ''} | "
+            f"{seconds:.2f} s | {steps / seconds:,.0f} | {steps / seconds / raw_rate:.2f}x |"
+        )
+    if r["dbos_s"] is not None:
+        lines.append(
+            f"| DBOS 3.4.0 (Queue, 4 enqueue threads) | {r['dbos_s']:.2f} s | "
+            f"{steps / r['dbos_s']:,.0f} | {steps / r['dbos_s'] / raw_rate:.2f}x |"
+        )
+    two = steps / r["flowz_2_s"]
+    lines.append("")
+    vs_raw = two / raw_rate
+    lines.append(
+        f"- 2 workers: {vs_raw:.2f}x the raw concurrent commit rate (target ≥ 0.6x: "
+        f"{'met' if vs_raw >= 0.6 else 'NOT met'}); 2 workers / 1 worker: "
+        f"{r['flowz_1_s'] / r['flowz_2_s']:.2f}x (target > 1: "
+        f"{'met' if r['flowz_2_s'] < r['flowz_1_s'] else 'NOT met'})"
+        + (
+            f"; vs DBOS: {r['dbos_s'] / r['flowz_2_s']:.1f}x (target ≥ 20x: "
+            f"{'met' if r['dbos_s'] / r['flowz_2_s'] >= 20 else 'NOT met'})"
+            if r["dbos_s"] is not None
+            else ""
+        )
+    )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--engine", choices=["sqlite", "postgres", "all"], default="all")
+    parser.add_argument("--runs", type=int, default=1_000)
+    parser.add_argument("--quick", action="store_true", help="100 runs: a smoke test")
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("FLOWZ_TEST_POSTGRES_URL", "postgresql://root@127.0.0.1:5432/test"),
+    )
+    args = parser.parse_args()
+    os.environ["FLOWZ_PROGRESS"] = "0"
+    runs = 100 if args.quick else args.runs
+    out_dir = HERE / "results"
+    out_dir.mkdir(exist_ok=True)
+    for engine in ["sqlite", "postgres"] if args.engine == "all" else [args.engine]:
+        result = run_engine(engine, args.url, runs)
+        result["measured_at"] = time.strftime("%Y-%m-%d %H:%M")
+        if not args.quick:
+            (out_dir / f"many_workflows-{engine}.json").write_text(json.dumps(result, indent=2))
+        print("\n".join(report(result)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
