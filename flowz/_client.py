@@ -13,7 +13,6 @@ import dataclasses
 import datetime as _dt
 import math
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, final, overload
 
@@ -23,6 +22,7 @@ import anyio.lowlevel
 from ._config import Settings
 from ._context import DurableFunction, check_run_arguments, check_workflow
 from ._events import EventBus
+from ._ids import new_run_id
 from ._logging import get_logger
 from ._progress_model import ProgressModel
 from ._registry import Definition, Registry
@@ -305,7 +305,7 @@ class Client:
         Args:
             run_id: the ended run to fork.
             at: the first position to run again; 0 runs the whole workflow again.
-            id: the new run's id (default: a new uuid4).
+            id: the new run's id (default: a new time-ordered UUID).
 
         Examples:
             >>> new = await client.fork("order-7", at=3)
@@ -324,7 +324,7 @@ class Client:
                 f"{end - 1} (see `flowz journal {run_id}`): fork at 0 to {end}"
             )
         rerun = await self._unfinished_children(run_id, journal, at)
-        new_id = checked_text(id, "fork(id=...)") if id else str(uuid.uuid4())
+        new_id = checked_text(id, "fork(id=...)") if id else new_run_id()
         row = await self.store.fork_run(run_id, new_id, at, rerun)
         return RunHandle._new(row.id, self, None)
 
@@ -415,7 +415,7 @@ class Client:
         Each item is one run's arguments: a tuple of positional arguments, a dict of
         keyword arguments, or the single argument of a one-parameter workflow (wrap a
         tuple or dict argument in a tuple: `(value,)`). `ids` names the runs, in the
-        same order (default: new uuid4s); a run whose id exists with the same
+        same order (default: new time-ordered UUIDs); a run whose id exists with the same
         arguments is not started again. Options come from the workflow
         (`wf.options(priority=...)`), but for `id`.
 
@@ -445,7 +445,7 @@ class Client:
                 else ((item,), {})
             )
             check_run_arguments(wf, kwargs)
-            runs.append(self._new_run(wf, args, kwargs, str(uuid.uuid4()), trace_context))
+            runs.append(self._new_run(wf, args, kwargs, new_run_id(), trace_context))
         if ids is not None:
             names = [checked_text(n, "start_many(ids=...): a run id") for n in ids]
             if len(names) != len(runs):
@@ -509,7 +509,7 @@ class Client:
     ) -> ExecutionRow:
         wf = check_workflow(wf)
         check_run_arguments(wf, kwargs)
-        run_id = wf.run_options.id or str(uuid.uuid4())
+        run_id = wf.run_options.id or new_run_id()
         new = self._new_run(wf, args, kwargs, run_id, caller_context())
         payload = new.input
         await self._define_queue(wf)

@@ -210,7 +210,7 @@ class StepHandle(Generic[T]):
 class RunOptions:
     """How a workflow run is started: set with `wf.options(...)`."""
 
-    #: The run id; the same id never starts a second run (default: a new uuid4).
+    #: The run id; the same id never starts a second run (default: a new time-ordered UUID).
     id: str | None = None
     #: True, False or a `flowz.progress.ProgressView` (default: the settings' `progress`);
     #: typed loosely here, below the views: `WorkflowFunction.options` types it.

@@ -7,7 +7,6 @@ import importlib
 import json
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from . import __version__
 from ._client import Client, follow_stream, message
 from ._config import Settings, parse_duration, parse_moment, redacted_url
 from ._decorators import WorkflowFunction
+from ._ids import new_run_id
 from ._logging import configure as configure_logging
 from ._progress_model import ProgressModel
 from ._queues import Schedule
@@ -274,7 +274,7 @@ def run(
     wf = load_workflow(target)
     args, kwargs = parse_input(input, wf)
     settings = _settings(db)
-    run_id = id or str(uuid.uuid4())
+    run_id = id or new_run_id()
 
     async def main() -> tuple[Any, ExecutionRow | None, Exception | None]:
         async with Client(settings=settings) as client:

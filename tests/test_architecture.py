@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).parents[1] / "flowz"
 # re-exports the API and is exempt.
 ORDER = [
     # vocabulary
-    "errors", "_types", "_clock", "_config", "_logging", "_serde", "_events", "_queues",
+    "errors", "_types", "_ids", "_clock", "_config", "_logging", "_serde", "_events", "_queues",
     # storage: protocol, shared policy, adapters (loaded when their URL is opened)
     "store._protocol", "store._sql", "store._batch", "store._models", "store._migrate",
     "store._sqlite", "store._pg_connection", "store._postgres", "store",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
+import anyio
 import pytest
 
 import flowz
@@ -45,6 +47,17 @@ async def test_each_item_is_one_runs_arguments(tmp_path: Path) -> None:
         assert [
             r.input for r in [await client.store.get_execution(h.id) for h in singles] if r
         ] == [{"value": "x"}, {"value": ["a", "list"]}, {"value": {"k": 1}}]
+
+
+async def test_new_ids_are_uuid7_in_the_order_the_runs_were_made(tmp_path: Path) -> None:
+    # Time-ordered ids put new rows at the end of the id indexes (start_many ~2x on SQLite).
+    async with client_for(tmp_path) as client:
+        first = await client.start(add, 1)
+        await anyio.sleep(0.002)  # the next millisecond at least
+        many = await client.start_many(add, [(i,) for i in range(3)])
+        ids = [first.id, *(h.id for h in many)]
+    assert {uuid.UUID(i).version for i in ids} == {7}
+    assert ids[0] < min(ids[1:])
 
 
 async def test_ids_name_the_runs_and_a_second_start_is_a_no_op(tmp_path: Path) -> None:
