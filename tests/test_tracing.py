@@ -3,6 +3,7 @@ processes; a retried step is two spans; without opentelemetry, nothing is traced
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -128,3 +129,22 @@ print("ok")
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_a_step_span_is_made_only_once_a_tracer_provider_is_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from flowz import _tracing
+    from flowz.store._protocol import ExecutionRow
+
+    row = ExecutionRow(**{f.name: None for f in dataclasses.fields(ExecutionRow)})
+    monkeypatch.setattr(trace, "get_tracer_provider", trace.ProxyTracerProvider)
+    assert _tracing.step_span(row, "s", 0, 1) is _tracing._NOTHING
+    provider = TracerProvider()
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+    monkeypatch.setattr(trace, "get_tracer", provider.get_tracer)
+    with _tracing.step_span(row, "s", 0, 1) as span:
+        assert span.is_recording()

@@ -117,18 +117,18 @@ _FENCE = (
 )
 
 # Many executions' journal entries in one statement: each execution fenced once (its
-# row locked, in id order), the entries of valid fences written; returns those.
+# row locked, in id order), the entries of valid fences written; returns those fences.
 _JOURNAL_BATCH = (
     "WITH j AS (SELECT * FROM unnest(%s::text[], %s::text[], %s::int[], %s::text[], "
     "%s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::float8[], %s::float8[]) "
     "AS t(tok, eid, position, kind, name, status, output, error, attempt, started_at, "
     f"finished_at)), fenced AS (UPDATE flowz_executions e SET updated_at = {_NOW} "
     "FROM (SELECT DISTINCT eid, tok FROM j ORDER BY eid) f WHERE e.id = f.eid "
-    "AND e.claim_token = f.tok AND e.status = 'running' RETURNING e.id, e.claim_token) "
-    f"INSERT INTO flowz_journal ({JOURNAL_COLUMNS}) SELECT eid, position, kind, name, "
-    "status, output, error, attempt, started_at, finished_at FROM j JOIN fenced "
-    f"ON fenced.id = j.eid AND fenced.claim_token = j.tok {_JOURNAL_UPSERT} "
-    "RETURNING execution_id, position"
+    "AND e.claim_token = f.tok AND e.status = 'running' RETURNING e.id, e.claim_token), "
+    f"written AS (INSERT INTO flowz_journal ({JOURNAL_COLUMNS}) SELECT eid, position, "
+    "kind, name, status, output, error, attempt, started_at, finished_at FROM j JOIN "
+    f"fenced ON fenced.id = j.eid AND fenced.claim_token = j.tok {_JOURNAL_UPSERT}) "
+    "SELECT id, claim_token FROM fenced"
 )
 
 # One statement for any width: arrays unnested server-side, no per-child round trip.
@@ -746,9 +746,10 @@ class PostgresStore:
 
     async def _append_many(self, batch: list[Pending[Append]]) -> None:
         # In execution id order, so that two transactions locking the same executions
-        # take them in the same order; one entry per (execution, position), the last.
+        # take them in the same order. A write's fence either holds (its entry is
+        # written: the statement writes every entry of a valid fence) or not.
         entries = {
-            (p.item.fence.execution_id, p.item.entry.position): p
+            (p.item.fence, p.item.entry.position): p
             for p in sorted(batch, key=lambda p: p.item.fence.execution_id)
         }
         columns: list[list[Any]] = [[] for _ in range(11)]
@@ -761,11 +762,10 @@ class PostgresStore:
             ):
                 column.append(value)
         cur = await self.db.execute(_JOURNAL_BATCH, columns)
-        written = {(row[0], row[1]) for row in await cur.fetchall()}
+        valid = {Fence(row[0], row[1]) for row in await cur.fetchall()}
         for pending in batch:
             fence = pending.item.fence
-            key = (fence.execution_id, pending.item.entry.position)
-            pending.failure = None if key in written else LeaseLost(fence.execution_id)
+            pending.failure = None if fence in valid else LeaseLost(fence.execution_id)
 
     async def schedule_children(
         self, fence: Fence, entries: Sequence[JournalEntry], children: Sequence[NewExecution]
