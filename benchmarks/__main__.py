@@ -16,10 +16,9 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,8 @@ import flowz
 from flowz import gather_durable, step, workflow
 
 from .core import (
-    ROOT,
     create_schema,
+    dbos,
     fan,
     in_process,
     postgres_database,
@@ -38,6 +37,7 @@ from .core import (
     raw_sqlite,
     sequential,
     with_worker_processes,
+    worker_processes,
 )
 from .startup import startup, startup_section
 
@@ -104,31 +104,6 @@ async def drain(n: int) -> int:
     return n
 
 
-@contextlib.contextmanager
-def worker_processes(url: str, count: int) -> Iterator[None]:
-    """`count` `flowz worker` processes serving this module, on `url`, for the block."""
-    os.environ["FLOWZ_DATABASE_URL"] = url
-    create_schema(url)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "flowz", "worker", "benchmarks.__main__"],
-            cwd=ROOT,
-            env={**os.environ},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(count)
-    ]
-    try:
-        time.sleep(2)
-        yield
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=60)
-
-
 def wake_up_latency(url: str, probes: int) -> list[float]:
     """Seconds from the last child's commit to the parent running again, per probe."""
 
@@ -146,7 +121,7 @@ def wake_up_latency(url: str, probes: int) -> list[float]:
                 latencies.append(resumed - last_child)
         return latencies
 
-    with worker_processes(url, 2):
+    with worker_processes(url, 2, "benchmarks.__main__"):
         return anyio.run(main)
 
 
@@ -177,7 +152,7 @@ def message_wake_latency(url: str, probes: int) -> list[float]:
                 latencies.append(resumed - sent)
         return latencies
 
-    with worker_processes(url, 2):
+    with worker_processes(url, 2, "benchmarks.__main__"):
         return anyio.run(main)
 
 
@@ -197,22 +172,6 @@ def messages_in_order(url: str, n: int) -> tuple[float, float]:
             return sent - started, time.perf_counter() - sent
 
     return anyio.run(main)
-
-
-def dbos(workload: str, n: int, url: str) -> float | None:
-    try:
-        import dbos  # noqa: F401
-    except ImportError:
-        print("  (dbos not installed: pip install -e '.[bench]' to compare)", file=sys.stderr)
-        return None
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.peer_dbos", workload, str(n), url],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return float(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
 
 
 def medians(

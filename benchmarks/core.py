@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import signal
 import sqlite3
@@ -183,6 +184,48 @@ def with_worker_processes(
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(timeout=60)
+
+
+def dbos(workload: str, n: int, url: str) -> float | None:
+    """Seconds DBOS took for `workload` of n (benchmarks.peer_dbos, a process of its own)."""
+    try:
+        import dbos  # noqa: F401
+    except ImportError:
+        print("  (dbos not installed: pip install -e '.[bench]' to compare)", file=sys.stderr)
+        return None
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.peer_dbos", workload, str(n), url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
+
+
+@contextmanager
+def worker_processes(url: str, count: int, module: str) -> Iterator[None]:
+    """`count` `flowz worker` processes serving `module` on `url`, ready before the block."""
+    os.environ["FLOWZ_DATABASE_URL"] = url
+    create_schema(url)  # before the workers race for it
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "flowz", "worker", module],
+            cwd=ROOT,
+            env={**os.environ, "FLOWZ_PROGRESS": "0"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(count)
+    ]
+    try:
+        time.sleep(2)  # imported and connected before the clock starts
+        yield
+    finally:
+        for proc in procs:
+            proc.terminate()
         for proc in procs:
             proc.wait(timeout=60)
 

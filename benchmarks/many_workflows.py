@@ -25,12 +25,9 @@ import json
 import os
 import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +36,7 @@ import anyio
 import flowz
 from flowz import step, workflow
 
-from .core import ROOT, create_schema, postgres_database
+from .core import dbos, postgres_database, worker_processes
 
 HERE = Path(__file__).parent
 STEPS = 5
@@ -115,31 +112,6 @@ def raw_concurrent_sqlite(path: Path, commits: int) -> float:
     return time.perf_counter() - started
 
 
-@contextlib.contextmanager
-def workers(url: str, count: int) -> Iterator[None]:
-    """`count` `flowz worker` processes serving this module, ready before the block."""
-    create_schema(url)
-    env = {**os.environ, "FLOWZ_DATABASE_URL": url, "FLOWZ_PROGRESS": "0"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "flowz", "worker", "benchmarks.many_workflows"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(count)
-    ]
-    try:
-        time.sleep(2)  # imported and connected before the clock starts
-        yield
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=60)
-
-
 def flowz_concurrent(url: str, runs: int, worker_count: int) -> float:
     """Seconds from the first start to the last result of `runs` five_steps runs."""
 
@@ -162,24 +134,8 @@ def flowz_concurrent(url: str, runs: int, worker_count: int) -> float:
         assert sum(results) == expected, (sum(results), expected)
         return elapsed
 
-    with workers(url, worker_count):
+    with worker_processes(url, worker_count, "benchmarks.many_workflows"):
         return anyio.run(main)
-
-
-def dbos_concurrent(url: str, runs: int) -> float | None:
-    try:
-        import dbos  # noqa: F401
-    except ImportError:
-        print("  (dbos not installed: pip install -e '.[bench]' to compare)", file=sys.stderr)
-        return None
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.peer_dbos", "concurrent", str(runs), url],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return float(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
 
 
 def run_engine(engine: str, url: str, runs: int, rounds: int) -> dict[str, Any]:
@@ -214,7 +170,7 @@ def run_engine(engine: str, url: str, runs: int, rounds: int) -> dict[str, Any]:
             )
         r |= {key: statistics.median(values) for key, values in times.items()}
         r["all"] = times
-        r["dbos_s"] = dbos_concurrent(fresh(), runs)
+        r["dbos_s"] = dbos("concurrent", runs, fresh())
         if r["dbos_s"] is not None:
             print(f"  DBOS: {r['dbos_s']:.2f} s", flush=True)
     return r

@@ -16,8 +16,6 @@ import argparse
 import contextlib
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +26,7 @@ import anyio
 import flowz
 from flowz import step, workflow
 
-from .core import ROOT, postgres_database
+from .core import dbos, postgres_database
 
 HERE = Path(__file__).parent
 
@@ -61,14 +59,9 @@ def flowz_rates(url: str, runs: int, sample: int) -> dict[str, float]:
 
 
 def dbos_rate(url: str, sample: int) -> float:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.peer_dbos", "enqueue", str(sample), url],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return sample / float(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
+    seconds = dbos("enqueue", sample, url)
+    assert seconds is not None, "pip install -e '.[bench]': DBOS is the baseline"
+    return sample / seconds
 
 
 def run_engine(engine: str, url: str, runs: int, sample: int) -> dict[str, Any]:
