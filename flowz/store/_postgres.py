@@ -1005,50 +1005,80 @@ class PostgresStore:
         self, fence: Fence, position: int, topic: str, deadline: float | None
     ) -> tuple[bool, JSON]:
         # Three statements, each after the last (not one CTE): the fence takes the
-        # execution's row lock first, so the reads after it see a send that held it.
-        async with self.db.transaction() as cur:
-            await cur.execute(f"{_FENCE} RETURNING updated_at", (fence.execution_id, fence.token))
-            fenced = await cur.fetchone()
-            if fenced is None:
-                raise LeaseLost(fence.execution_id)
-            now = float(fenced[0])
-            execution_id = fence.execution_id
-            await cur.execute(_RECEIVE_LOOK, (execution_id, position, execution_id, topic))
-            found = await cur.fetchone()
-            assert found is not None  # one row, always
-            taken = None if found[0] is None else found[:2]
-            message = None if found[2] is None else found[2:]
-            outcome, value = receive_outcome(taken, message, deadline, now)
-            if outcome == "taken":
-                return True, value
-            entry = journal_params(
-                fence.execution_id, receive_entry(position, topic, outcome, value, deadline, now)
-            )
-            if outcome == "message":
-                assert message is not None
+        # execution's row lock first, so the look after it (a statement of its own,
+        # with its own snapshot) sees a send that held the lock. Pipelined: BEGIN, the
+        # fence and the look go in one round trip, the write and COMMIT in another;
+        # the server still runs each statement after the last has ended.
+        conn = await self.db.checkout()
+        try:
+            async with conn.pipeline():
+                cur, look = conn.cursor(), conn.cursor()
+                await cur.execute("BEGIN")
                 await cur.execute(
-                    "WITH consumed AS (UPDATE flowz_messages SET consumed_at = %s "
-                    "WHERE run_id = %s AND seq = %s) "
-                    f"{_JOURNAL_INSERT}",
-                    (now, fence.execution_id, message[0], *entry),
+                    f"{_FENCE} RETURNING updated_at", (fence.execution_id, fence.token)
                 )
-                return True, value
-            if outcome == "timeout":
-                await cur.execute(_JOURNAL_INSERT, entry)
-                return True, None
+                execution_id = fence.execution_id
+                await look.execute(_RECEIVE_LOOK, (execution_id, position, execution_id, topic))
+                fenced = await cur.fetchone()
+                if fenced is None:
+                    raise LeaseLost(fence.execution_id)  # rolled back by the pool
+                now = float(fenced[0])
+                found = await look.fetchone()
+                assert found is not None  # one row, always
+                received = await self._receive_write(
+                    cur, fence, position, topic, deadline, now, found
+                )
+                await cur.execute("COMMIT")
+        except psycopg.Error as exc:
+            raise self.db.error(exc) from exc
+        finally:
+            await self.db.pool.putconn(conn)
+        return received
+
+    async def _receive_write(
+        self,
+        cur: Cursor,
+        fence: Fence,
+        position: int,
+        topic: str,
+        deadline: float | None,
+        now: float,
+        found: Sequence[Any],
+    ) -> tuple[bool, JSON]:
+        """The write of a receive whose look found `found`; what the receive returns."""
+        taken = None if found[0] is None else found[:2]
+        message = None if found[2] is None else found[2:]
+        outcome, value = receive_outcome(taken, message, deadline, now)
+        if outcome == "taken":
+            return True, value
+        entry = journal_params(
+            fence.execution_id, receive_entry(position, topic, outcome, value, deadline, now)
+        )
+        if outcome == "message":
+            assert message is not None
             await cur.execute(
-                "WITH suspended AS (UPDATE flowz_executions SET status = %s, run_at = %s, "
-                f"{LEASE_CLEARED}, updated_at = %s WHERE id = %s) {_JOURNAL_INSERT}",
-                (
-                    "waiting" if deadline is None else "pending",
-                    now if deadline is None else deadline,
-                    now,
-                    fence.execution_id,
-                    *entry,
-                ),
+                "WITH consumed AS (UPDATE flowz_messages SET consumed_at = %s "
+                "WHERE run_id = %s AND seq = %s) "
+                f"{_JOURNAL_INSERT}",
+                (now, fence.execution_id, message[0], *entry),
             )
-            if deadline is not None:
-                await self._announce(cur)  # idle workers learn of the new due time
+            return True, value
+        if outcome == "timeout":
+            await cur.execute(_JOURNAL_INSERT, entry)
+            return True, None
+        await cur.execute(
+            "WITH suspended AS (UPDATE flowz_executions SET status = %s, run_at = %s, "
+            f"{LEASE_CLEARED}, updated_at = %s WHERE id = %s) {_JOURNAL_INSERT}",
+            (
+                "waiting" if deadline is None else "pending",
+                now if deadline is None else deadline,
+                now,
+                fence.execution_id,
+                *entry,
+            ),
+        )
+        if deadline is not None:
+            await self._announce(cur)  # idle workers learn of the new due time
         return False, None
 
     @retried
