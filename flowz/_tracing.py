@@ -91,8 +91,8 @@ def step_span(
 ) -> contextlib.AbstractContextManager[Any]:
     """The span of one attempt of an inline step, under the workflow attempt's span.
 
-    None while no tracer provider is installed: the step's span would record
-    nothing and has no children, and it cost a fifth of a step's CPU.
+    No span while no tracer provider is installed: it would record nothing and
+    has no children, and it cost a fifth of a step's CPU.
     """
     if not enabled() or not _recording():
         return _NOTHING
