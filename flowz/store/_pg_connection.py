@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -98,9 +98,15 @@ class PgConnector:
         await self.pool.close()
 
     # -- statements -----------------------------------------------------------
-    def transaction(self) -> _Transaction:
-        """One transaction on a pooled connection; committed at the end of the block."""
-        return _Transaction(self)
+    def transaction(self, *, pipelined: bool = False) -> _Transaction:
+        """One transaction on a pooled connection; committed at the end of the block.
+
+        `pipelined`: in pipeline mode, a statement is sent without waiting for the
+        last one's result, until a fetch needs it (BEGIN goes with the first
+        statement, COMMIT with the last). The server still runs them one after the
+        other. Only for blocks that read no `rowcount` before a fetch.
+        """
+        return _Transaction(self, pipelined)
 
     async def checkout(self) -> psycopg.AsyncConnection[Any]:
         """A pooled connection, to give back with `pool.putconn`."""
@@ -267,16 +273,22 @@ class _Transaction:
 
     The default client of an event loop is closed while the loop finalizes its
     async generators, when no new one may start; closing deregisters its worker
-    in a transaction, so this must not be one.
+    in a transaction, so this must not be one (a pipelined one uses psycopg's
+    pipeline, an async generator: never in a close).
     """
 
-    def __init__(self, db: PgConnector) -> None:
+    def __init__(self, db: PgConnector, pipelined: bool = False) -> None:
         self._db = db
+        self._pipelined = pipelined
+        self._pipeline: AbstractAsyncContextManager[Any] | None = None
 
     async def __aenter__(self) -> Cursor:
         self._conn = await self._db.checkout()
         self._cur = self._conn.cursor()
         try:
+            if self._pipelined:
+                self._pipeline = self._conn.pipeline()
+                await self._pipeline.__aenter__()
             await self._cur.execute("BEGIN")  # the pool's connections are in autocommit
         except BaseException as exc:
             await self._db.pool.putconn(self._conn)  # the pool rolls back what it gets back
@@ -289,7 +301,13 @@ class _Transaction:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
-            await self._cur.execute("COMMIT" if exc is None else "ROLLBACK")
+            if self._pipeline is None:
+                await self._cur.execute("COMMIT" if exc is None else "ROLLBACK")
+            elif exc is None:
+                await self._cur.execute("COMMIT")
+                await self._pipeline.__aexit__(None, None, None)  # sends it, raises errors
+            else:  # the pool rolls back what it gets back
+                await self._pipeline.__aexit__(kind, exc, tb)
         except psycopg.Error as failed:
             raise self._db.error(failed) from failed
         finally:

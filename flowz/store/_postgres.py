@@ -1009,31 +1009,19 @@ class PostgresStore:
         # with its own snapshot) sees a send that held the lock. Pipelined: BEGIN, the
         # fence and the look go in one round trip, the write and COMMIT in another;
         # the server still runs each statement after the last has ended.
-        conn = await self.db.checkout()
-        try:
-            async with conn.pipeline():
-                cur, look = conn.cursor(), conn.cursor()
-                await cur.execute("BEGIN")
-                await cur.execute(
-                    f"{_FENCE} RETURNING updated_at", (fence.execution_id, fence.token)
-                )
-                execution_id = fence.execution_id
-                await look.execute(_RECEIVE_LOOK, (execution_id, position, execution_id, topic))
-                fenced = await cur.fetchone()
-                if fenced is None:
-                    raise LeaseLost(fence.execution_id)  # rolled back by the pool
-                now = float(fenced[0])
-                found = await look.fetchone()
-                assert found is not None  # one row, always
-                received = await self._receive_write(
-                    cur, fence, position, topic, deadline, now, found
-                )
-                await cur.execute("COMMIT")
-        except psycopg.Error as exc:
-            raise self.db.error(exc) from exc
-        finally:
-            await self.db.pool.putconn(conn)
-        return received
+        async with self.db.transaction(pipelined=True) as cur:
+            look = cur.connection.cursor()
+            await cur.execute(f"{_FENCE} RETURNING updated_at", (fence.execution_id, fence.token))
+            execution_id = fence.execution_id
+            await look.execute(_RECEIVE_LOOK, (execution_id, position, execution_id, topic))
+            fenced = await cur.fetchone()
+            if fenced is None:
+                raise LeaseLost(fence.execution_id)
+            found = await look.fetchone()
+            assert found is not None  # one row, always
+            return await self._receive_write(
+                cur, fence, position, topic, deadline, float(fenced[0]), found
+            )
 
     async def _receive_write(
         self,
