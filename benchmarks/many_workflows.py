@@ -34,18 +34,13 @@ from typing import Any
 import anyio
 
 import flowz
-from flowz import step, workflow
+from flowz import workflow
 
-from .core import dbos, postgres_database, worker_processes
+from .core import dbos, noop, postgres_database, worker_processes
 
 HERE = Path(__file__).parent
 STEPS = 5
 CLIENTS = 16
-
-
-@step
-async def noop(i: int) -> int:
-    return i
 
 
 @workflow
